@@ -1,0 +1,202 @@
+"""Settings read from the environment (12-factor, as Fly secrets set them)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("ALFRED_VAR_DIR", REPO_ROOT / "var"))
+
+# v25.0 is available until July 2028 (FACTS F10); v18.0, the seed's, expired in January 2026.
+DEFAULT_GRAPH_API_VERSION = "v25.0"
+OLDEST_SUPPORTED_GRAPH_API_VERSION = "v23.0"
+DEFAULT_MPS = 80
+MAX_MPS = 1000
+
+
+class ConfigError(ValueError):
+    """The environment describes an impossible configuration."""
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value; call only where it leaves the process (HTTP, HMAC)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One WhatsApp business number and the credentials that speak for it."""
+
+    tenant_id: str
+    phone_number_id: str
+    waba_id: str | None
+    token: Secret = field(repr=False)
+    mps: int = DEFAULT_MPS
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """Turn 'v25.0' into (25, 0) so versions compare as numbers."""
+    text = version.strip().lstrip("v")
+    major, _, minor = text.partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError as exc:
+        raise ConfigError(f"GRAPH_API_VERSION {version!r} is not of the form v25.0") from exc
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the postgres:// form Fly and Supabase hand out, and use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _parse_tenants(environ: Mapping[str, str]) -> dict[str, Tenant]:
+    raw = environ.get("ALFRED_TENANTS")
+    if not raw:
+        phone_id = environ.get("META_PHONE_ID")
+        if not phone_id:
+            return {}
+        return {
+            "home": Tenant(
+                tenant_id="home",
+                phone_number_id=phone_id,
+                waba_id=environ.get("META_WABA_ID"),
+                token=Secret(environ.get("META_TOKEN", "")),
+            )
+        }
+    try:
+        spec = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"ALFRED_TENANTS is not valid JSON: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ConfigError("ALFRED_TENANTS must be a JSON object keyed by tenant id")
+    tenants: dict[str, Tenant] = {}
+    seen_numbers: dict[str, str] = {}
+    for tenant_id, item in spec.items():
+        if not isinstance(item, dict) or not item.get("phone_number_id"):
+            raise ConfigError(f"tenant {tenant_id!r} needs a phone_number_id")
+        mps = int(item.get("mps", DEFAULT_MPS))
+        if not 1 <= mps <= MAX_MPS:
+            raise ConfigError(f"tenant {tenant_id!r}: mps must be between 1 and {MAX_MPS}")
+        phone_number_id = str(item["phone_number_id"])
+        if phone_number_id in seen_numbers:
+            raise ConfigError(
+                f"tenants {seen_numbers[phone_number_id]!r} and {tenant_id!r} "
+                "share a phone_number_id"
+            )
+        seen_numbers[phone_number_id] = tenant_id
+        tenants[tenant_id] = Tenant(
+            tenant_id=tenant_id,
+            phone_number_id=phone_number_id,
+            waba_id=str(item["waba_id"]) if item.get("waba_id") else None,
+            token=Secret(str(item.get("token", ""))),
+            mps=mps,
+        )
+    return tenants
+
+
+def _secret_or_none(environ: Mapping[str, str], name: str) -> Secret | None:
+    value = environ.get(name)
+    return Secret(value) if value else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bridge reads from its environment, parsed once."""
+
+    redis_url: str
+    database_url: str
+    app_secrets: tuple[Secret, ...] = field(repr=False)
+    verify_token: Secret | None = field(repr=False)
+    graph_api_url: str
+    graph_api_version: str
+    tenants: dict[str, Tenant]
+    port: int
+    webhook_max_skew_s: float
+    encryption_key: Secret | None = field(repr=False)
+    simulator_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from the environment, failing loudly on nonsense."""
+        env = os.environ if environ is None else environ
+        version = env.get("GRAPH_API_VERSION", DEFAULT_GRAPH_API_VERSION)
+        if parse_version(version) < parse_version(OLDEST_SUPPORTED_GRAPH_API_VERSION):
+            raise ConfigError(
+                f"GRAPH_API_VERSION {version} is no longer served by Meta; "
+                f"use {OLDEST_SUPPORTED_GRAPH_API_VERSION} or newer"
+            )
+        secrets = tuple(
+            s
+            for s in (
+                _secret_or_none(env, "META_APP_SECRET"),
+                # Accepted too while a rotation of the app secret is under way.
+                _secret_or_none(env, "META_APP_SECRET_PREVIOUS"),
+            )
+            if s is not None
+        )
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        return cls(
+            redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
+            database_url=normalise_database_url(
+                env.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'alfred.db'}")
+            ),
+            app_secrets=secrets,
+            verify_token=_secret_or_none(env, "META_VERIFY_TOKEN"),
+            graph_api_url=env.get("GRAPH_API_URL", "https://graph.facebook.com").rstrip("/"),
+            graph_api_version=version if version.startswith("v") else f"v{version}",
+            tenants=_parse_tenants(env),
+            port=int(env.get("PORT", "8080")),
+            webhook_max_skew_s=float(env.get("WEBHOOK_MAX_SKEW_S", "10")),
+            encryption_key=_secret_or_none(env, "ALFRED_ENCRYPTION_KEY"),
+            simulator_url=env.get("ALFRED_SIMULATOR_URL"),
+        )
+
+    def tenant_by_phone_number_id(self, phone_number_id: str | None) -> Tenant | None:
+        """Find the tenant that owns a business phone number id."""
+        if not phone_number_id:
+            return None
+        for tenant in self.tenants.values():
+            if tenant.phone_number_id == str(phone_number_id):
+                return tenant
+        return None
+
+    def tenant_by_waba_id(self, waba_id: str | None) -> Tenant | None:
+        """Find the tenant that owns a WhatsApp Business Account id."""
+        if not waba_id:
+            return None
+        for tenant in self.tenants.values():
+            if tenant.waba_id == str(waba_id):
+                return tenant
+        return None

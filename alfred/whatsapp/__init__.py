@@ -1,0 +1,1 @@
+"""The Meta boundary: Graph client, error codes, signatures, payload parsing. No Flask."""
