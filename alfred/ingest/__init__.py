@@ -1,0 +1,1 @@
+"""Ingest: turn Meta deliveries into «alfred-ingest» events, exactly once each."""
