@@ -1,0 +1,1 @@
+"""Outbound messages: validation, splitting, sending."""
