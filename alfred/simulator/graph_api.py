@@ -1,0 +1,186 @@
+"""POST /{version}/{phone_number_id}/messages: sends and mark-as-read, as Meta answers them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+from aiohttp import web
+
+from alfred.simulator import errors
+from alfred.simulator.runtime import Simulator, auth_error, authorise, sim_of
+from alfred.simulator.state import digits
+from alfred.simulator.webhooks import failed_steps
+from alfred.whatsapp.messages import InvalidMessage, validate_message
+
+MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
+
+
+async def send_message(request: web.Request) -> web.StreamResponse:
+    """Accept, reject or fail a send the way the Cloud API would."""
+    sim = sim_of(request)
+    faults = sim.faults
+    if faults.active:
+        delay = faults.latency_s()
+        if delay:
+            await asyncio.sleep(delay)
+        if faults.hit(faults.config.drop_rate):
+            request.transport and request.transport.close()
+            raise asyncio.CancelledError  # nothing is answered on a dropped connection
+    phone_number_id = request.match_info["phone_number_id"]
+    grants = authorise(request)
+    if grants is None:
+        return auth_error(request)
+    tenant = sim.by_phone.get(phone_number_id)
+    if tenant is None or phone_number_id not in grants.phone_number_ids:
+        return errors.unknown_object(phone_number_id)
+    try:
+        body = await request.json(loads=json.loads)
+    except ValueError:
+        return _reject(sim, tenant.tenant_id, 100, details="The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return _reject(sim, tenant.tenant_id, 100, details="The request body must be an object.")
+    if body.get("messaging_product") != "whatsapp":
+        return _reject(
+            sim,
+            tenant.tenant_id,
+            100,
+            message="(#100) The parameter messaging_product is required.",
+        )
+    if body.get("status") == "read":
+        return _mark_read(sim, tenant.tenant_id, phone_number_id, body)
+    problem = _validate(body, tenant.tenant_id)
+    if problem:
+        return _reject(sim, tenant.tenant_id, problem[0], details=problem[1])
+    return await _accept(sim, tenant.tenant_id, body)
+
+
+def _validate(body: dict, tenant_id: str) -> tuple[int, str] | None:
+    """Return (code, details) when the message is invalid, classified as Meta would."""
+    try:
+        # The bridge's own validator; the Graph body has no tenant_id, so lend it one.
+        validate_message({**body, "tenant_id": tenant_id})
+    except InvalidMessage as exc:
+        details = f"{exc.reason}: {json.dumps(exc.errors, ensure_ascii=False)}"
+        if exc.reason == "unknown_type":
+            return 100, details
+        # A missing field is 131008 at Meta, a wrong value 131009.
+        missing = (
+            exc.reason == "missing_recipient" or "Missing data" in details or "needs" in details
+        )
+        return (131008 if missing else 131009), details
+    return None
+
+
+def _reject(sim: Simulator, tenant_id: str, code: int, **kwargs) -> web.Response:
+    sim.state.stats.rejected[tenant_id][code] += 1
+    return errors.error_response(code, **kwargs)
+
+
+def _mark_read(sim: Simulator, tenant_id: str, phone_number_id: str, body: dict) -> web.Response:
+    """Mark an inbound message read (and show a typing indicator if asked)."""
+    if sim.state.inbound_wamids.get(body.get("message_id") or "") != phone_number_id:
+        return _reject(sim, tenant_id, 100, details="Invalid message_id: no such inbound message.")
+    sim.state.stats.marked_read[tenant_id] += 1
+    return web.json_response({"success": True})
+
+
+def _template(sim: Simulator, tenant_id: str, body: dict) -> tuple[dict | None, str]:
+    """Find the approved template a template send names."""
+    spec = body.get("template") or {}
+    name = spec.get("name")
+    lang = (spec.get("language") or {}).get("code")
+    waba = sim.config.tenants[tenant_id].waba_id
+    for template in sim.state.templates.get(waba or "", ()):
+        same = template["name"] == name and template["language"] == lang
+        if same and template["status"] == "APPROVED":
+            return template, ""
+    return None, f"template name ({name}) does not exist in {lang}"
+
+
+async def _accept(sim: Simulator, tenant_id: str, body: dict) -> web.Response:
+    """Apply throughput, pair and template rules, then accept and schedule the statuses."""
+    state, cfg, faults = sim.state, sim.config, sim.faults
+    tenant = cfg.tenants[tenant_id]
+    now = time.monotonic()
+    to = body.get("to")
+    if to:  # With both, the phone number wins, as at Meta.
+        user = state.user(tenant_id, wa_id=digits(str(to)))
+        contact = {"input": to, "wa_id": user.wa_id}
+    else:
+        user = state.user(tenant_id, user_id=str(body["recipient"]))
+        contact = {"input": body["recipient"], "user_id": user.user_id}
+    if not state.take_mps(tenant.phone_number_id, tenant.mps, now):
+        return _reject(sim, tenant_id, 130429)
+    if not state.take_pair(tenant.phone_number_id, user.user_id, now):
+        return _reject(sim, tenant_id, 131056)
+    kind = body.get("type", "text")
+    category = "service"
+    if kind == "template":
+        template, details = _template(sim, tenant_id, body)
+        if template is None:
+            return _reject(sim, tenant_id, 132001, details=details)
+        category = template["category"].lower()
+    injected = faults.error_code() if faults.active else None
+    if injected is not None and not errors.lookup(injected).asynchronous:
+        return _reject(sim, tenant_id, injected)
+    wamid = state.new_wamid(user.wa_id or user.user_id)
+    record = {
+        "wamid": wamid,
+        "tenant": tenant_id,
+        "phone_number_id": tenant.phone_number_id,
+        "to": to,
+        "recipient": body.get("recipient"),
+        "recipient_id": user.wa_id,
+        "user_id": user.user_id,
+        "type": kind,
+        "key": body.get("biz_opaque_callback_data"),
+        "category": category,
+        "conversation_id": hashlib.md5(f"{tenant_id}:{user.user_id}".encode()).hexdigest(),  # noqa: S324
+        "accepted_at": time.time(),
+        "body": body,
+    }
+    state.record(record)
+    state.stats.accepted[tenant_id] += 1
+    code = injected or _async_failure(sim, body, kind, user)
+    if code is not None:
+        state.stats.failed_async[tenant_id][code] += 1
+        sim.webhooks.schedule(
+            record, [(cfg.status_delay_s, *step[1:]) for step in failed_steps(code)]
+        )
+    else:
+        flow = cfg.status_flow
+        if faults.hit(faults.config.out_of_order_rate):
+            flow = tuple(reversed(flow))
+        delay = cfg.status_delay_s
+        sim.webhooks.schedule(record, [(delay * (i + 1), s, None) for i, s in enumerate(flow)])
+    if faults.active and faults.hit(faults.config.timeout_rate):
+        # The send is accepted, but the client gives up first: exactly the ambiguous case.
+        await asyncio.sleep(faults.config.timeout_hold_s)
+    result = {"id": wamid}
+    if kind == "template":
+        result["message_status"] = "accepted"
+    return web.json_response(
+        {"messaging_product": "whatsapp", "contacts": [contact], "messages": [result]}
+    )
+
+
+def _async_failure(sim: Simulator, body: dict, kind: str, user) -> int | None:
+    """Return the code of a failure Meta reports later by webhook, if this send has one."""
+    cfg = sim.config
+    if user.wa_id and user.wa_id in cfg.undeliverable:
+        return 131026
+    if cfg.enforce_window and kind != "template" and not sim.state.window_open(user, time.time()):
+        return 131047
+    if kind in MEDIA_TYPES:
+        media_id = (body.get(kind) or {}).get("id")
+        if media_id and media_id not in sim.state.media:
+            return 131053
+    return None
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the messages endpoint."""
+    app.router.add_post("/{version}/{phone_number_id}/messages", send_message)
