@@ -28,10 +28,10 @@ class _RedactSecrets(logging.Filter):
     """Blank secret query parameters in urllib3's request-line log records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
+        if isinstance(record.args, tuple):
             record.args = tuple(
-                _SECRET_PARAMS.sub(rf"\1{_REDACTED}", a) if isinstance(a, str) else a for a in args
+                _SECRET_PARAMS.sub(rf"\1{_REDACTED}", a) if isinstance(a, str) else a
+                for a in record.args
             )
         return True
 

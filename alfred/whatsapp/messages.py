@@ -66,6 +66,10 @@ class InvalidMessage(ValueError):
         self.errors = errors
         super().__init__(f"{reason}: {', '.join(self.fields) or 'message'}")
 
+    def __reduce__(self) -> tuple[type[InvalidMessage], tuple[str, dict[str, Any]]]:
+        """Pickle by reason and errors, so the error crosses process boundaries whole."""
+        return (type(self), (self.reason, self.errors))
+
     @property
     def fields(self) -> list[str]:
         """List the offending fields as dotted paths, e.g. "interactive.action.buttons"."""

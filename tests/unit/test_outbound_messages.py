@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
 import pytest
 
@@ -713,3 +714,10 @@ def test_the_most_urgent_reason_wins():
 def test_invalid_message_str_names_the_fields():
     with pytest.raises(InvalidMessage, match=r"invalid_message: text\.body"):
         validate_message(msg("text", {"body": ""}))
+
+
+def test_invalid_message_pickles_whole():
+    with pytest.raises(InvalidMessage) as caught:
+        validate_message(msg("text", {"body": ""}))
+    clone = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 - our own bytes
+    assert (clone.reason, clone.errors) == (caught.value.reason, caught.value.errors)
