@@ -1,0 +1,23 @@
+"""Alfred's WhatsApp bridge: Meta's Cloud API on one side, Alfred's orchestrator on the other."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+# Meta's payloads reach 3 MB (FACTS F2); the limit sits above that, so only abuse gets 413.
+MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the web process: webhook, health and metrics endpoints."""
+    from alfred import logs
+    from alfred.web import health, webhook
+
+    logs.configure()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
+    if config:
+        app.config.update(config)
+    webhook.init_app(app)
+    health.init_app(app)
+    return app

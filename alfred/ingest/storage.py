@@ -1,0 +1,176 @@
+"""Store inbound messages and statuses, advance outbound records, keep the 24-hour window."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from alfred.db import insert_ignoring_conflicts
+from alfred.models import CustomerWindow, Message, MessageStatus
+from alfred.models.base import utcnow
+from alfred.models.messages import INBOUND, OUTBOUND
+from alfred.whatsapp.inbound import InboundEvent
+
+# A status only moves forward: a late `delivered` never undoes `read` (Meta does not
+# promise order). `failed` ends a message that was not yet read.
+STATUS_RANK = {
+    "queued": 0,
+    "accepted": 1,
+    "sent": 2,
+    "delivered": 3,
+    "failed": 4,
+    "read": 5,
+    "played": 6,
+}
+
+
+def _at(timestamp: int | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+
+
+def user_keys(envelope: dict) -> list[str]:
+    """Return every name a user goes by: phone number (digits) and BSUID."""
+    keys = []
+    phone = envelope.get("from")
+    if phone:
+        keys.append(phone_key(phone))
+    if envelope.get("user_id"):
+        keys.append(envelope["user_id"])
+    return keys
+
+
+def phone_key(phone: str) -> str:
+    """Normalise a phone number to its digits, as wa_id carries it."""
+    return "".join(ch for ch in phone if ch.isdigit())
+
+
+def store_events(session: Session, events: Sequence[InboundEvent]) -> None:
+    """Write a delivery's messages, statuses and windows in the caller's transaction."""
+    messages = [e for e in events if e.event == "message"]
+    statuses = [e for e in events if e.event == "status"]
+    if messages:
+        _store_messages(session, messages)
+        _open_windows(session, messages)
+    if statuses:
+        _store_statuses(session, statuses)
+
+
+def _store_messages(session: Session, events: Iterable[InboundEvent]) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "tenant_id": e.tenant_id,
+            "direction": INBOUND,
+            "wamid": e.id,
+            "wa_id": e.envelope.get("from"),
+            "user_id": e.envelope.get("user_id"),
+            "username": e.envelope.get("username"),
+            "type": str(e.envelope.get("type") or "unknown")[:32],
+            "body": e.envelope.get("text"),
+            "payload": e.envelope.get("raw"),
+            "status": "received",
+            "attempts": 0,
+            "meta_timestamp": _at(e.timestamp),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e in events
+    ]
+    insert_ignoring_conflicts(session, Message.__table__, rows, ["tenant_id", "wamid"])
+
+
+def _open_windows(session: Session, events: Iterable[InboundEvent]) -> None:
+    latest: dict[tuple[str, str], int] = {}
+    for e in events:
+        for key in user_keys(e.envelope):
+            slot = (e.tenant_id, key)
+            latest[slot] = max(latest.get(slot, 0), e.timestamp)
+    if not latest:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "user_key": key,
+            "last_inbound_at": _at(ts),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for (tenant_id, key), ts in sorted(latest.items())
+    ]
+    table = CustomerWindow.__table__
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "user_key"],
+        set_={
+            "last_inbound_at": statement.excluded.last_inbound_at,
+            "updated_at": statement.excluded.updated_at,
+        },
+        # An older message arriving late must not shorten the window.
+        where=table.c.last_inbound_at < statement.excluded.last_inbound_at,
+    )
+    session.execute(statement)
+
+
+def _store_statuses(session: Session, events: Sequence[InboundEvent]) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "tenant_id": e.tenant_id,
+            "wamid": e.id,
+            "status": str(e.envelope.get("status"))[:16],
+            "meta_timestamp": _at(e.timestamp),
+            "errors": e.envelope.get("errors"),
+            "conversation": e.envelope.get("conversation"),
+            "pricing": e.envelope.get("pricing"),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e in events
+    ]
+    insert_ignoring_conflicts(
+        session, MessageStatus.__table__, rows, ["tenant_id", "wamid", "status"]
+    )
+    for e in events:
+        advance_outbound_status(session, e)
+
+
+def advance_outbound_status(session: Session, event: InboundEvent) -> None:
+    """Move our outbound record forward to this status, never backwards."""
+    status = str(event.envelope.get("status"))
+    rank = STATUS_RANK.get(status)
+    if rank is None:
+        return
+    lower = [name for name, r in STATUS_RANK.items() if r < rank]
+    values: dict = {"status": status, "updated_at": utcnow()}
+    if status == "failed":
+        errors = event.envelope.get("errors") or [{}]
+        first = errors[0] if isinstance(errors[0], dict) else {}
+        values["error_code"] = first.get("code") if isinstance(first.get("code"), int) else None
+        values["error_reason"] = "failed_status"
+        values["error_detail"] = str(first.get("title") or first.get("message") or "")[:2000]
+    session.execute(
+        update(Message)
+        .where(
+            Message.tenant_id == event.tenant_id,
+            Message.wamid == event.id,
+            Message.direction == OUTBOUND,
+            Message.status.in_(lower),
+        )
+        .values(**values)
+    )
+
+
+def outbound_for_wamid(session: Session, tenant_id: str, wamid: str) -> Message | None:
+    """Find the outbound message a status is about."""
+    return session.scalar(
+        select(Message).where(
+            Message.tenant_id == tenant_id, Message.wamid == wamid, Message.direction == OUTBOUND
+        )
+    )

@@ -1,0 +1,31 @@
+"""Celery tasks of the inbound path: thin wrappers over alfred.ingest.service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+
+from alfred import runtime
+from alfred.ingest.service import process_delivery
+
+
+@shared_task(
+    name="alfred.ingest_delivery",
+    autoretry_for=(RedisError, OperationalError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=8,
+)
+def ingest_delivery(delivery_id: str) -> dict:
+    """Ingest one journaled webhook delivery into «alfred-ingest» (idempotent)."""
+    outcome = process_delivery(
+        delivery_id, settings=runtime.settings(), client=runtime.redis_client()
+    )
+    return {"appended": outcome.appended, "duplicates": outcome.duplicates}
+
+
+def publish_ingest(delivery_id: str) -> None:
+    """Publish the ingest task for a journaled delivery, failing fast if the broker is down."""
+    ingest_delivery.apply_async(args=[delivery_id])

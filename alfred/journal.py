@@ -1,0 +1,74 @@
+"""Work kept in Redis outside Celery's transport until it is done, and re-driven if it stalls.
+
+Celery's Redis transport can lose a task popped by a worker that is SIGKILLed before it
+records the task as unacknowledged, and re-queues unacknowledged tasks only after
+`visibility_timeout` (FACTS, Celery section). Each unit of work is therefore written here
+before its task is published and removed only once its outcome is durable; a sweeper
+re-publishes whatever is overdue. Re-driving may run a task twice: every consumer of the
+journal is idempotent (dedupe keys, idempotency keys).
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+_CLAIM_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return ids
+"""
+
+
+class Journal:
+    """A Redis hash of records and a sorted set of when each is due to be re-driven."""
+
+    def __init__(self, client: redis.Redis, name: str):
+        self.client = client
+        self.records_key = f"alfred:journal:{name}:records"
+        self.due_key = f"alfred:journal:{name}:due"
+        self._claim = client.register_script(_CLAIM_DUE)
+
+    def add(self, entry_id: str, record: bytes | str, *, due_in: float, client=None) -> None:
+        """Keep a record; it is re-driven if still here `due_in` seconds from now."""
+        pipe = client if client is not None else self.client.pipeline(transaction=True)
+        pipe.hset(self.records_key, entry_id, record)
+        pipe.zadd(self.due_key, {entry_id: time.time() + due_in})
+        if client is None:
+            pipe.execute()
+
+    def get(self, entry_id: str) -> bytes | None:
+        """Return a record, or None once it is done."""
+        return self.client.hget(self.records_key, entry_id)
+
+    def update(self, entry_id: str, record: bytes | str) -> None:
+        """Replace a record in place, keeping its due time."""
+        self.client.hset(self.records_key, entry_id, record)
+
+    def postpone(self, entry_id: str, due_in: float) -> None:
+        """Move a record's due time, e.g. to a retry's countdown plus a margin."""
+        self.client.zadd(self.due_key, {entry_id: time.time() + due_in}, xx=True)
+
+    def done(self, entry_id: str, client=None) -> None:
+        """Forget a record whose outcome is durable."""
+        pipe = client if client is not None else self.client.pipeline(transaction=True)
+        pipe.hdel(self.records_key, entry_id)
+        pipe.zrem(self.due_key, entry_id)
+        if client is None:
+            pipe.execute()
+
+    def claim_due(self, *, now: float | None = None, lease: float, limit: int = 500) -> list[str]:
+        """Return overdue ids and push each one's due time `lease` seconds ahead, atomically."""
+        now = time.time() if now is None else now
+        ids = self._claim(keys=[self.due_key], args=[now, now + lease, limit])
+        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    def size(self) -> int:
+        """Count the records not yet done."""
+        return int(self.client.zcard(self.due_key))
+
+    def oldest_due(self) -> float | None:
+        """Return the earliest due time, for the journal-age metric."""
+        first = self.client.zrange(self.due_key, 0, 0, withscores=True)
+        return first[0][1] if first else None

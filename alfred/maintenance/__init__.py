@@ -1,0 +1,1 @@
+"""Periodic upkeep run by celery beat."""

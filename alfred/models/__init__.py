@@ -1,0 +1,16 @@
+"""SQLAlchemy models: every row carries its tenant and its timestamps."""
+
+from alfred.models.base import Base
+from alfred.models.messages import Message, MessageStatus, SendAttempt
+from alfred.models.quarantine import QuarantinedEvent
+from alfred.models.tenants import CustomerWindow, TenantToken
+
+__all__ = [
+    "Base",
+    "CustomerWindow",
+    "Message",
+    "MessageStatus",
+    "QuarantinedEvent",
+    "SendAttempt",
+    "TenantToken",
+]

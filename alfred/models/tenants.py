@@ -1,0 +1,32 @@
+"""Per-tenant state: rotated tokens (encrypted) and each user's customer-service window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from alfred.models.base import Base, TenantScoped
+
+
+class CustomerWindow(TenantScoped, Base):
+    """When a user last wrote to a tenant; keyed by phone number and by BSUID alike."""
+
+    __tablename__ = "customer_windows"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_inbound_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TenantToken(TenantScoped, Base):
+    """A Graph API token of a tenant, Fernet-encrypted at rest; the newest active one is used."""
+
+    __tablename__ = "tenant_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(32), default="rotation")

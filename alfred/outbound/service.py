@@ -1,0 +1,354 @@
+"""Send one outbound message: validate, check the window, pace, call Meta once, record it all."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+
+from alfred import metrics
+from alfred.config import Settings, Tenant
+from alfred.db import session_scope
+from alfred.outbound import records
+from alfred.outbound.journal import entry_id, outbound_journal
+from alfred.outbound.ratelimit import SendLimiter
+from alfred.outbound.split import split_text
+from alfred.outbound.tier import TierMeter
+from alfred.outbound.window import recipient_keys, window_closed
+from alfred.tokens.store import current_token, forget
+from alfred.whatsapp.errors import GraphError
+from alfred.whatsapp.graph import GraphClient
+from alfred.whatsapp.messages import InvalidMessage, validate_message
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+BACKOFF_CAP_S = (
+    300.0  # below celeryconfig.VISIBILITY_TIMEOUT_S, so a waiting retry never runs twice
+)
+TEXT_LIMIT = 4096
+# A sender holds this lock while it calls Meta; longer than the client's connect + read timeout.
+LOCK_TTL_MS = 20_000
+# How long "this key was sent" is remembered: beyond any replay an operator would make.
+SENT_TTL_S = 30 * 24 * 3600
+# Waits shorter than this are slept inside the task instead of a round trip through the broker.
+INLINE_WAIT_S = 0.5
+
+
+@dataclass
+class SendOutcome:
+    """What became of one send_message run."""
+
+    status: str  # sent | duplicate | retry | failed | dead_lettered | invalid
+    retry_in: float = 0.0
+    reason: str | None = None
+    wamids: list[str] = field(default_factory=list)
+
+
+def stamp(message: dict) -> dict:
+    """Fix the idempotency key and the enqueue time, once, when the message is enqueued."""
+    if message.get("idempotency_key") and message.get("enqueued_at"):
+        return message
+    stamped = dict(message)
+    stamped.setdefault("idempotency_key", uuid.uuid4().hex)
+    stamped.setdefault("enqueued_at", time.time())
+    return stamped
+
+
+def backoff(attempt: int, floor: float | None = None) -> float:
+    """Return Meta's 4^X back-off with jitter, capped, never below the error's own floor."""
+    ceiling = min(BACKOFF_CAP_S, 4.0 ** max(0, attempt - 1))
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, floor or 0.0)
+
+
+def sent_key(tenant_id: str, key: str) -> str:
+    """Name the Redis key that remembers a sent message (or part) and its wamid."""
+    return f"alfred:sent:{tenant_id}:{key}"
+
+
+class Sender:
+    """Everything one send needs, built once per worker process."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        client: redis.Redis,
+        graph: GraphClient,
+        limiter: SendLimiter,
+        tier: TierMeter,
+        chunk_order: str = "accepted",
+    ):
+        self.settings = settings
+        self.client = client
+        self.graph = graph
+        self.limiter = limiter
+        self.tier = tier
+        self.chunk_order = chunk_order
+        self.journal = outbound_journal(client)
+
+    def send(self, message: object) -> SendOutcome:
+        """Send a message once, or say when to try again, or record why it never will be."""
+        if not isinstance(message, dict):
+            return self._refuse({"raw": message}, "invalid_message", {"_schema": ["not an object"]})
+        tenant = self.settings.tenants.get(str(message.get("tenant_id")))
+        if tenant is None:
+            return self._refuse(
+                message,
+                "unknown_tenant",
+                {"tenant_id": [f"unknown tenant {message.get('tenant_id')!r}"]},
+            )
+        try:
+            body = validate_message(message)
+        except InvalidMessage as exc:
+            return self._refuse(message, exc.reason, exc.errors)
+        key = str(message["idempotency_key"])
+        parts = self._parts(body, key)
+        if all(self.client.exists(sent_key(tenant.tenant_id, k)) for k, _ in parts):
+            self.journal.done(entry_id(message))
+            metrics.SENDS.labels(tenant.tenant_id, "duplicate").inc()
+            return SendOutcome("duplicate")
+
+        now = datetime.now(UTC)
+        with session_scope(self.settings.database_url) as session:
+            attempts = records.ensure_outbound(session, tenant.tenant_id, key, message)
+            closed = window_closed(session, tenant.tenant_id, message, now)
+        if closed:
+            return self._finish_failed(
+                tenant,
+                message,
+                reason="outside_customer_service_window",
+                errors=[
+                    {
+                        "code": 131047,
+                        "title": "Re-engagement message",
+                        "message": "More than 24 hours since the user last wrote: send a template.",
+                    }
+                ],
+                status="failed",
+            )
+
+        lock = f"alfred:sending:{tenant.tenant_id}:{key}"
+        token = uuid.uuid4().hex
+        if not self.client.set(lock, token, nx=True, px=LOCK_TTL_MS):
+            return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
+        try:
+            return self._send_parts(tenant, message, parts, attempts)
+        finally:
+            # Release only our own lock: a slow call may have let it expire and pass on.
+            if self.client.get(lock) == token.encode():
+                self.client.delete(lock)
+
+    def _parts(self, body: dict, key: str) -> list[tuple[str, dict]]:
+        text = body.get("text", {}).get("body") if body.get("type") == "text" else None
+        if text is None or len(text) <= TEXT_LIMIT:
+            return [(key, {**body, "biz_opaque_callback_data": key})]
+        chunks = split_text(text, TEXT_LIMIT)
+        return [
+            (
+                f"{key}#{i + 1}/{len(chunks)}",
+                {
+                    **body,
+                    "text": {**body["text"], "body": chunk},
+                    "biz_opaque_callback_data": f"{key}#{i + 1}/{len(chunks)}",
+                },
+            )
+            for i, chunk in enumerate(chunks)
+        ]
+
+    def _send_parts(self, tenant: Tenant, message: dict, parts, attempts: int) -> SendOutcome:
+        wamids: list[str] = []
+        recipient = (recipient_keys(message) or ["?"])[0]
+        previous: str | None = None
+        for part_key, body in parts:
+            already = self.client.get(sent_key(tenant.tenant_id, part_key))
+            if already:
+                previous = already.decode()
+                wamids.append(previous)
+                continue
+            if (
+                previous
+                and self.chunk_order == "delivered"
+                and not records.delivered(self.settings.database_url, tenant.tenant_id, previous)
+            ):
+                return SendOutcome(
+                    "retry", retry_in=2.0, reason="awaiting_delivery_of_previous_part"
+                )
+            wait = self._reserve(tenant, recipient)
+            if wait:
+                return SendOutcome("retry", retry_in=wait, reason="paced")
+            lag = time.time() - float(message.get("enqueued_at") or time.time())
+            metrics.SEND_LAG.labels(tenant.tenant_id).observe(max(0.0, lag))
+            started = time.perf_counter()
+            try:
+                result = self.graph.send_message(
+                    tenant.phone_number_id, current_token(tenant, self.settings), body
+                )
+            except GraphError as exc:
+                elapsed = time.perf_counter() - started
+                return self._after_error(tenant, message, body, exc, attempts + 1, elapsed)
+            # Record the success before anything else: a crash between Meta's answer and this
+            # line is the only window in which a re-drive would send twice (docs/outbound.md).
+            self.client.set(sent_key(tenant.tenant_id, part_key), result.wamid, ex=SENT_TTL_S)
+            elapsed = time.perf_counter() - started
+            metrics.SEND_SECONDS.labels(tenant.tenant_id).observe(elapsed)
+            metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, "ok").inc()
+            attempts += 1
+            with session_scope(self.settings.database_url) as session:
+                records.attempt_succeeded(
+                    session,
+                    tenant.tenant_id,
+                    message,
+                    body,
+                    result,
+                    attempts,
+                    elapsed,
+                    first=not wamids,
+                )
+            previous = result.wamid
+            wamids.append(result.wamid)
+        if message.get("type") == "template":
+            self.tier.record(tenant.tenant_id, recipient)
+        self.journal.done(entry_id(message))
+        metrics.SENDS.labels(tenant.tenant_id, "sent").inc()
+        return SendOutcome("sent", wamids=wamids)
+
+    def _reserve(self, tenant: Tenant, recipient: str) -> float:
+        deadline = time.monotonic() + INLINE_WAIT_S
+        while True:
+            slot = self.limiter.reserve(
+                tenant_id=tenant.tenant_id,
+                phone_number_id=tenant.phone_number_id,
+                mps=tenant.mps,
+                recipient_key=recipient,
+            )
+            if slot.allowed:
+                return 0.0
+            if time.monotonic() + slot.retry_after_s > deadline:
+                return slot.retry_after_s
+            time.sleep(slot.retry_after_s)
+
+    def _after_error(
+        self,
+        tenant: Tenant,
+        message: dict,
+        body: dict,
+        exc: GraphError,
+        attempt: int,
+        elapsed: float,
+    ) -> SendOutcome:
+        metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, exc.reason).inc()
+        with session_scope(self.settings.database_url) as session:
+            records.attempt_failed(session, tenant.tenant_id, message, body, exc, attempt, elapsed)
+        log.warning(
+            "send.attempt_failed",
+            extra={
+                "tenant_id": tenant.tenant_id,
+                "idempotency_key": message.get("idempotency_key"),
+                "attempt": attempt,
+                "code": exc.code,
+                "reason": exc.reason,
+                "retryable": exc.retryable,
+            },
+        )
+        if exc.refresh_token:
+            # A rotated token may already be stored: read it again before the next try.
+            forget(tenant.tenant_id)
+        retryable = exc.retryable or (exc.refresh_token and attempt < 2)
+        if not retryable:
+            return self._finish_failed(
+                tenant, message, reason=exc.reason, errors=[exc.as_record()], status="failed"
+            )
+        if attempt >= MAX_ATTEMPTS:
+            return self._finish_failed(
+                tenant, message, reason=exc.reason, errors=[exc.as_record()], status="dead_lettered"
+            )
+        return SendOutcome(
+            "retry", retry_in=backoff(attempt, exc.min_retry_delay_s), reason=exc.reason
+        )
+
+    def _finish_failed(
+        self, tenant: Tenant, message: dict, *, reason: str, errors: list[dict], status: str
+    ) -> SendOutcome:
+        with session_scope(self.settings.database_url) as session:
+            records.mark_failed(
+                session, tenant.tenant_id, message, reason=reason, errors=errors, status=status
+            )
+        records.emit_send_failed(
+            self.client,
+            tenant.tenant_id,
+            tenant.phone_number_id,
+            message,
+            errors=errors,
+            reason=reason,
+        )
+        self.journal.done(entry_id(message))
+        metrics.SENDS.labels(tenant.tenant_id, status).inc()
+        log.warning(
+            "send.failed",
+            extra={
+                "tenant_id": tenant.tenant_id,
+                "reason": reason,
+                "status": status,
+                "idempotency_key": message.get("idempotency_key"),
+            },
+        )
+        return SendOutcome(status, reason=reason)
+
+    def _refuse(self, message: dict, reason: str, errors: dict) -> SendOutcome:
+        """Record an invalid message with its reason; no HTTP call is made."""
+        tenant_id = str(message.get("tenant_id") or "")
+        message = (
+            message
+            if message.get("idempotency_key")
+            else {**message, "idempotency_key": uuid.uuid4().hex}
+        )
+        detail = [
+            {"code": None, "reason": reason, "message": json.dumps(errors, default=str)[:2000]}
+        ]
+        with session_scope(self.settings.database_url) as session:
+            records.ensure_outbound(session, tenant_id, str(message["idempotency_key"]), message)
+            records.mark_failed(
+                session, tenant_id, message, reason=reason, errors=detail, status="invalid"
+            )
+        tenant = self.settings.tenants.get(tenant_id)
+        records.emit_send_failed(
+            self.client,
+            tenant_id,
+            tenant.phone_number_id if tenant else None,
+            message,
+            errors=detail,
+            reason=reason,
+        )
+        self.journal.done(entry_id(message))
+        metrics.SENDS.labels(tenant_id or "unknown", "invalid").inc()
+        log.warning(
+            "send.invalid", extra={"tenant_id": tenant_id, "reason": reason, "errors": errors}
+        )
+        return SendOutcome("invalid", reason=reason)
+
+
+def reject_unreadable(entry: str, fields: dict, reason: str) -> None:
+    """Record an «alfred-outbox» entry that is not a message at all, and tell the orchestrator."""
+    from alfred.outbound.tasks import sender
+
+    raw = {
+        k.decode() if isinstance(k, bytes) else k: v.decode("utf-8", "replace")
+        if isinstance(v, bytes)
+        else v
+        for k, v in fields.items()
+    }
+    message = {
+        "tenant_id": raw.get("tenant_id", ""),
+        "idempotency_key": f"outbox:{entry}",
+        "outbox_entry": entry,
+        "raw": raw,
+    }
+    sender()._refuse(message, "unreadable_outbox_entry", {"payload": [reason]})

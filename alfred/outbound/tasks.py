@@ -1,0 +1,100 @@
+"""Celery tasks of the outbound path: thin wrappers over alfred.outbound.service."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+
+from celery import Task, shared_task
+from redis.exceptions import RedisError
+from sqlalchemy.exc import OperationalError
+
+from alfred import runtime
+from alfred.outbound.journal import REDRIVE_AFTER_S, entry_id, outbound_journal
+from alfred.outbound.ratelimit import SendLimiter
+from alfred.outbound.service import Sender, stamp
+from alfred.outbound.tier import TierMeter
+from alfred.tokens.store import current_token
+from alfred.whatsapp.errors import TransientError
+from alfred.whatsapp.graph import GraphClient
+
+
+class JournaledSend(Task):
+    """Journal each message with a fixed idempotency key before publishing, retries included.
+
+    Celery's Redis transport may lose a task popped by a worker that is killed at once; the
+    journal keeps the message until its outcome is recorded (alfred/journal.py).
+    """
+
+    def apply_async(
+        self,
+        args=None,
+        kwargs=None,
+        task_id=None,
+        producer=None,
+        link=None,
+        link_error=None,
+        shadow=None,
+        **options,
+    ):
+        message = args[0] if args else (kwargs or {}).get("message")
+        if isinstance(message, dict):
+            message = stamp(message)
+            wait = float(options.get("countdown") or 0)
+            outbound_journal(runtime.redis_client()).add(
+                entry_id(message),
+                json.dumps(message, ensure_ascii=False),
+                due_in=wait + REDRIVE_AFTER_S,
+            )
+            args, kwargs = [message], {}
+        return super().apply_async(
+            args, kwargs, task_id, producer, link, link_error, shadow, **options
+        )
+
+
+@lru_cache(maxsize=1)
+def sender() -> Sender:
+    """Build this process's sender: one pooled Graph client, the shared limits."""
+    settings = runtime.settings()
+    client = runtime.redis_client()
+    return Sender(
+        settings=settings,
+        client=client,
+        graph=GraphClient(settings.graph_api_url, settings.graph_api_version),
+        limiter=SendLimiter(client),
+        tier=TierMeter(client, limit=int(os.environ.get("ALFRED_TIER_LIMIT", "1000"))),
+        chunk_order=os.environ.get("ALFRED_CHUNK_ORDER", "accepted"),
+    )
+
+
+@shared_task(
+    name="alfred.send_message",
+    base=JournaledSend,
+    bind=True,
+    max_retries=None,  # our own attempt count, kept in the database, decides (service.MAX_ATTEMPTS)
+    autoretry_for=(RedisError, OperationalError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+)
+def send_message(self, message: dict) -> str:
+    """Send one message to a WhatsApp user through the Graph API, exactly once in effect."""
+    outcome = sender().send(message)
+    if outcome.status == "retry":
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
+
+
+@shared_task(
+    name="alfred.mark_as_read",
+    autoretry_for=(TransientError,),
+    retry_backoff=2,
+    max_retries=5,
+)
+def mark_as_read(tenant_id: str, message_id: str, typing_indicator: bool = False) -> bool:
+    """Mark an inbound message read (blue ticks), optionally with a typing indicator."""
+    settings = runtime.settings()
+    tenant = settings.tenants[tenant_id]
+    return sender().graph.mark_as_read(
+        tenant.phone_number_id, current_token(tenant, settings), message_id, typing_indicator
+    )

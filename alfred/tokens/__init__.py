@@ -1,0 +1,1 @@
+"""Per-tenant Graph API tokens: encrypted at rest, replaceable at run time."""

@@ -1,0 +1,107 @@
+"""GET /webhook (Meta's handshake) and POST /webhook (verified, journaled, enqueued)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+
+from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from alfred import metrics, runtime
+from alfred.db import session_scope
+from alfred.ingest import quarantine
+from alfred.ingest.receive import accept_delivery, ingest_journal
+from alfred.ingest.tasks import publish_ingest
+from alfred.whatsapp.signature import verify
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhook", __name__)
+
+
+def init_app(app: Flask) -> None:
+    """Register the webhook routes."""
+    app.register_blueprint(bp)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
+
+
+def _refuse(status: int, outcome: str, why: str, **fields) -> Response:
+    metrics.WEBHOOK_REQUESTS.labels(outcome).inc()
+    log.warning(
+        "webhook.refused", extra={"status": status, "outcome": outcome, "why": why, **fields}
+    )
+    response = jsonify(error=outcome, detail=why)
+    response.status_code = status
+    return response
+
+
+def _too_large(_exc: RequestEntityTooLarge) -> Response:
+    return _refuse(
+        413,
+        "too_large",
+        f"body over {request.max_content_length} bytes",
+        content_length=request.content_length,
+    )
+
+
+@bp.get("/webhook")
+def handshake() -> Response | tuple[str, int, dict]:
+    """Answer Meta's subscription handshake with the challenge when the token matches."""
+    expected = runtime.settings().verify_token
+    mode = request.args.get("hub.mode")
+    token = request.args.get("hub.verify_token", "")
+    challenge = request.args.get("hub.challenge")
+    if expected is None:
+        return _refuse(403, "handshake_refused", "META_VERIFY_TOKEN is not configured")
+    if mode != "subscribe" or challenge is None:
+        return _refuse(403, "handshake_refused", "hub.mode must be subscribe, with hub.challenge")
+    if not hmac.compare_digest(token.encode(), expected.reveal().encode()):
+        return _refuse(403, "handshake_refused", "hub.verify_token does not match")
+    metrics.WEBHOOK_REQUESTS.labels("handshake").inc()
+    return challenge, 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@bp.post("/webhook")
+def receive() -> Response:
+    """Verify a delivery's signature, make it durable, enqueue it; 200 only once all is done."""
+    received_at = time.time()
+    started = time.perf_counter()
+    settings = runtime.settings()
+    if not settings.app_secrets:
+        return _refuse(403, "no_app_secret", "META_APP_SECRET is not configured")
+    body = request.get_data(cache=False)
+    header = request.headers.get("X-Hub-Signature-256")
+    if not verify(body, header, settings.app_secrets):
+        why = "missing signature" if not header else "signature does not match"
+        return _refuse(403, "bad_signature", why, bytes=len(body))
+    if request.mimetype != "application/json":
+        return _refuse(
+            415, "bad_content_type", f"content type {request.mimetype!r}, expected application/json"
+        )
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        # Signed but cut short or garbled: keep it for the record, and answer non-200 so
+        # Meta retries the delivery whole.
+        try:
+            with session_scope(settings.database_url) as session:
+                quarantine.hold_unparseable(
+                    session, body, detail=f"not JSON: {exc}", received_at=received_at
+                )
+        except Exception:
+            log.exception("webhook.quarantine_failed")
+        return _refuse(400, "invalid_json", f"body is not JSON: {exc}")
+    try:
+        delivery_id = accept_delivery(
+            body,
+            received_at=received_at,
+            journal=ingest_journal(runtime.redis_client()),
+            publish=publish_ingest,
+        )
+    except Exception as exc:  # Redis or the broker: Meta must retry, so never answer 200.
+        return _refuse(503, "unavailable", f"could not enqueue: {type(exc).__name__}")
+    metrics.WEBHOOK_REQUESTS.labels("accepted").inc()
+    metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+    return jsonify(status="accepted", delivery_id=delivery_id)

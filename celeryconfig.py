@@ -1,0 +1,78 @@
+"""Celery settings for at-least-once delivery over Redis; each value says why it is what it is.
+
+See docs/reliability.md for the failure modes these settings answer, and FACTS.md for
+the behaviour of Celery's Redis transport that they work around.
+"""
+
+import os
+
+broker_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+
+# Acknowledge after the task ran, not when it was received: a worker that dies mid-task
+# leaves the message unacknowledged, so it is delivered again.
+task_acks_late = True
+# When a prefork child is killed (OOM killer, SIGKILL), re-queue its task at once instead
+# of acknowledging it as failed. Whole-worker deaths are covered by the journals' sweeper.
+task_reject_on_worker_lost = True
+# Hold only the tasks being run: a dying worker strands at most its running tasks, and a
+# slow task never hides work from an idle sibling. Our tasks take milliseconds.
+worker_prefetch_multiplier = 1
+
+# Redis re-delivers an unacknowledged message after this long (checked about every 100 s).
+# It must exceed the longest countdown we schedule (outbound back-off is capped at 300 s),
+# or a waiting retry would run twice. Lost work is re-driven by the journals within a
+# minute, so this is only the last line of defence. Same value everywhere it is read.
+VISIBILITY_TIMEOUT_S = 900
+_transport = {
+    "visibility_timeout": VISIBILITY_TIMEOUT_S,
+    # Fail fast when Redis is down so the webhook answers 503 and Meta retries.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_on_timeout": True,
+    "health_check_interval": 30,
+}
+broker_transport_options = _transport
+result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+visibility_timeout = VISIBILITY_TIMEOUT_S
+
+# Publishing waits at most ~0.5 s for a broker that is down, then the caller gets an error.
+task_publish_retry = True
+task_publish_retry_policy = {
+    "max_retries": 2,
+    "interval_start": 0.1,
+    "interval_step": 0.2,
+    "interval_max": 0.3,
+}
+broker_connection_retry_on_startup = True
+
+# Results are not used: outcomes live in the database and the streams.
+task_ignore_result = True
+task_store_errors_even_if_ignored = False
+
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# A task that hangs is killed and re-delivered rather than holding a worker forever.
+task_soft_time_limit = 50
+task_time_limit = 60
+
+# Ingest and outbound work in separate queues, so a burst of one never starves the other.
+task_default_queue = "alfred"
+task_routes = {
+    "alfred.ingest_delivery": {"queue": "ingest"},
+    "alfred.send_message": {"queue": "outbound"},
+}
+
+# Recycle prefork children before the OOM killer does (kilobytes).
+worker_max_memory_per_child = int(os.environ.get("WORKER_MAX_MEMORY_KB", "200000"))
+worker_hijack_root_logger = False
+# Flower switches task events on when it connects; off by default they cost nothing.
+worker_send_task_events = False
+task_send_sent_event = True
+
+beat_schedule = {
+    # Re-drive journal entries whose task was lost (see alfred/journal.py).
+    "sweep-journals": {"task": "alfred.sweep_journals", "schedule": 10.0},
+}

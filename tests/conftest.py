@@ -1,0 +1,177 @@
+"""Fixtures giving real services: Redis, PostgreSQL and SQLite, a Celery worker, the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# celeryconfig reads REDIS_URL when first imported: point it at the test database first.
+os.environ["REDIS_URL"] = REDIS_URL
+
+from alfred import runtime  # noqa: E402
+from alfred.migrate import upgrade  # noqa: E402
+from alfred.models import Base  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+APP_SECRET = "test-app-secret-äöå"
+PREVIOUS_APP_SECRET = "previous-app-secret"
+VERIFY_TOKEN = "verify-me"
+TENANTS = {
+    # The same ids as the payloads in tests/data/webhooks.
+    "home": {
+        "phone_number_id": "110000000000001",
+        "waba_id": "310000000000001",
+        "token": "home-token-s3cret",
+    },
+    "biz": {
+        "phone_number_id": "110000000000002",
+        "waba_id": "310000000000002",
+        "token": "biz-token-s3cret",
+        "mps": 200,
+    },
+}
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Give the URL of a real Redis (a database index of its own), failing loudly if down."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.exit(f"Redis is not reachable at {REDIS_URL}: {exc} (make test starts one)", 2)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """Give a client on an emptied test database; empty it again afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """Create a fresh PostgreSQL database for this test run, migrated; drop it at the end."""
+    name = f"alfred_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.exit(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}", 2)
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    from alfred.db import get_engine
+
+    get_engine(url).dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory) -> str:
+    """Create a migrated SQLite database file for this test run."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'alfred.db'}"
+    upgrade(url)
+    return url
+
+
+def _empty(url: str) -> None:
+    from alfred.db import get_engine
+
+    with get_engine(url).begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> Iterator[str]:
+    """Give an emptied, migrated database: each test using it runs on SQLite and PostgreSQL."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    _empty(url)
+    yield url
+    _empty(url)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, redis_client, redis_url, database_url) -> dict:
+    """Point the bridge at the test services, with two tenants and known secrets."""
+    values = {
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "META_APP_SECRET": APP_SECRET,
+        "META_APP_SECRET_PREVIOUS": PREVIOUS_APP_SECRET,
+        "META_VERIFY_TOKEN": VERIFY_TOKEN,
+        "ALFRED_TENANTS": json.dumps(TENANTS),
+        "ALFRED_VAR_DIR": str(tmp_path / "var"),
+        "WEBHOOK_MAX_SKEW_S": "10",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    _reset_caches()
+    yield values
+    _reset_caches()
+
+
+def _reset_caches() -> None:
+    runtime.reset()
+    from alfred.outbound.tasks import sender
+    from alfred.tokens.store import forget
+
+    sender.cache_clear()
+    forget()
+
+
+@pytest.fixture
+def settings(env):
+    """Give the settings the bridge reads from the test environment."""
+    return runtime.settings()
+
+
+@pytest.fixture
+def web(env):
+    """Give a Flask test client of the web process."""
+    from alfred import create_app
+
+    return create_app({"TESTING": True}).test_client()
+
+
+@pytest.fixture
+def celery_worker(env):
+    """Run a real Celery worker (threads) in this process against the test Redis."""
+    from celery.contrib.testing.worker import start_worker
+
+    from alfred.celery_app import celery
+
+    celery.conf.broker_url = env["REDIS_URL"]
+    celery.conf.broker_connection_retry_on_startup = True
+    with start_worker(
+        celery,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=["ingest", "outbound", "alfred"],
+        loglevel="WARNING",
+        shutdown_timeout=10.0,
+    ) as worker:
+        yield worker
