@@ -12,6 +12,14 @@ OUTBOUND_GROUP = "alfred-outbound"
 # Meta redelivers for up to 7 days (FACTS F1); remember an event for a day longer.
 DEDUPE_TTL_S = 8 * 24 * 3600
 DEDUPE_PREFIX = "alfred:seen:"
+# How long "this outbound key was accepted by Meta" is remembered: beyond any replay.
+SENT_TTL_S = 30 * 24 * 3600
+
+
+def sent_key(tenant_id: str, key: str) -> str:
+    """Name the Redis key remembering that an outbound message (or part) was accepted."""
+    return f"alfred:sent:{tenant_id}:{key}"
+
 
 # The duplicate check, the append and the mark happen in one script, so no worker death
 # can split them. The mark comes last: if XADD fails (out of memory), nothing is marked

@@ -16,7 +16,7 @@ from alfred.ingest import quarantine
 from alfred.ingest.receive import decode_record, ingest_journal
 from alfred.ingest.send_failed import send_failed_for_status
 from alfred.ingest.storage import store_events
-from alfred.streams import IngestStream, to_result
+from alfred.streams import SENT_TTL_S, IngestStream, sent_key, to_result
 from alfred.whatsapp.inbound import InboundEvent, RejectedEvent, normalise_delivery
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def ingest_body(
                 quarantine.hold_rejected(session, rejection, delivery=text, received_at=received_at)
             )
 
+    remember_accepted_sends(client, events)
     appended = append_events(client, events + failures)
     for event, added in zip(events + failures, appended, strict=True):
         outcome.appended += added
@@ -115,6 +116,23 @@ def append_events(client: redis.Redis, events: list[InboundEvent]) -> list[bool]
             client=pipe,
         )
     return [to_result(raw).appended for raw in pipe.execute()]
+
+
+def remember_accepted_sends(client: redis.Redis, events: list[InboundEvent]) -> None:
+    """Mark our messages that Meta reports on as sent, keyed as the sender keys them.
+
+    A sender killed after Meta accepted a message but before it recorded the wamid leaves
+    no trace; the status webhook, which echoes the key in biz_opaque_callback_data, does.
+    The re-driven send then finds the key sent and does not send it twice.
+    """
+    pipe = None
+    for event in events:
+        key = event.envelope.get("biz_opaque_callback_data") if event.event == "status" else None
+        if key:
+            pipe = pipe or client.pipeline(transaction=False)
+            pipe.set(sent_key(event.tenant_id, str(key)), event.id, nx=True, ex=SENT_TTL_S)
+    if pipe is not None:
+        pipe.execute()
 
 
 def _tenant_id(tenant) -> str | None:

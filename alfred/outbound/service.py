@@ -21,6 +21,7 @@ from alfred.outbound.ratelimit import SendLimiter
 from alfred.outbound.split import split_text
 from alfred.outbound.tier import TierMeter
 from alfred.outbound.window import recipient_keys, window_closed
+from alfred.streams import SENT_TTL_S, sent_key
 from alfred.tokens.store import current_token, forget
 from alfred.whatsapp.errors import GraphError
 from alfred.whatsapp.graph import GraphClient
@@ -35,10 +36,11 @@ BACKOFF_CAP_S = (
 TEXT_LIMIT = 4096
 # A sender holds this lock while it calls Meta; longer than the client's connect + read timeout.
 LOCK_TTL_MS = 20_000
-# How long "this key was sent" is remembered: beyond any replay an operator would make.
-SENT_TTL_S = 30 * 24 * 3600
 # Waits shorter than this are slept inside the task instead of a round trip through the broker.
 INLINE_WAIT_S = 0.5
+# After an answer that never came (read timeout), wait this long before trying again: if Meta
+# did accept the message, its status webhook marks the key sent meanwhile, and the retry stops.
+IN_DOUBT_WAIT_S = 15.0
 
 
 @dataclass
@@ -66,11 +68,6 @@ def backoff(attempt: int, floor: float | None = None) -> float:
     ceiling = min(BACKOFF_CAP_S, 4.0 ** max(0, attempt - 1))
     delay = random.uniform(ceiling / 2, ceiling)
     return max(delay, floor or 0.0)
-
-
-def sent_key(tenant_id: str, key: str) -> str:
-    """Name the Redis key that remembers a sent message (or part) and its wamid."""
-    return f"alfred:sent:{tenant_id}:{key}"
 
 
 class Sender:
@@ -270,9 +267,10 @@ class Sender:
             return self._finish_failed(
                 tenant, message, reason=exc.reason, errors=[exc.as_record()], status="dead_lettered"
             )
-        return SendOutcome(
-            "retry", retry_in=backoff(attempt, exc.min_retry_delay_s), reason=exc.reason
+        floor = max(
+            exc.min_retry_delay_s or 0.0, IN_DOUBT_WAIT_S if exc.may_have_been_delivered else 0.0
         )
+        return SendOutcome("retry", retry_in=backoff(attempt, floor), reason=exc.reason)
 
     def _finish_failed(
         self, tenant: Tenant, message: dict, *, reason: str, errors: list[dict], status: str
