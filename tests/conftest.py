@@ -175,3 +175,67 @@ def celery_worker(env):
         shutdown_timeout=10.0,
     ) as worker:
         yield worker
+
+
+def _simulator_config(webhook_url: str | None, **overrides):
+    from alfred.config import Secret, Tenant
+    from alfred.simulator.config import SimulatorConfig
+
+    tenants = {
+        name: Tenant(
+            name,
+            spec["phone_number_id"],
+            spec["waba_id"],
+            Secret(spec["token"]),
+            mps=spec.get("mps", 80),
+        )
+        for name, spec in TENANTS.items()
+    }
+    return SimulatorConfig(
+        tenants=tenants,
+        webhook_url=webhook_url,
+        app_secret=APP_SECRET,
+        verify_token=VERIFY_TOKEN,
+        **overrides,
+    )
+
+
+@pytest.fixture
+def simulator(env, monkeypatch):
+    """Run the project's Cloud API simulator and point the bridge's Graph client at it."""
+    from alfred.simulator.testing import running_simulator
+
+    # Windows are seeded in our database here; the looped simulator opens them end to end.
+    config = _simulator_config(None, status_delay_s=0.01, enforce_window=False)
+    with running_simulator(config) as handle:
+        monkeypatch.setenv("GRAPH_API_URL", handle.url)
+        _reset_caches()
+        yield handle
+
+
+@pytest.fixture
+def web_server(env):
+    """Serve the real web process over HTTP on a free port, in a thread."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from alfred import create_app
+
+    server = make_server("127.0.0.1", free_port(), create_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def looped_simulator(env, web_server, monkeypatch):
+    """Run the simulator wired both ways: Graph calls to it, its webhooks to our web server."""
+    from alfred.simulator.testing import running_simulator
+
+    config = _simulator_config(f"{web_server}/webhook", status_delay_s=0.01)
+    with running_simulator(config) as handle:
+        monkeypatch.setenv("GRAPH_API_URL", handle.url)
+        _reset_caches()
+        yield handle

@@ -43,8 +43,12 @@ def _body_text(message: dict) -> str | None:
     return str(text) if text is not None else None
 
 
-def ensure_outbound(session: Session, tenant_id: str, key: str, message: dict) -> int:
-    """Create the message's row if new; return how many attempts it has had."""
+# Outcomes that end a message; a send task finding one does nothing more.
+FINAL = frozenset({"failed", "invalid", "dead_lettered"})
+
+
+def ensure_outbound(session: Session, tenant_id: str, key: str, message: dict) -> tuple[int, str]:
+    """Create the message's row if new; return its attempts so far and its status."""
     now = utcnow()
     insert_ignoring_conflicts(
         session,
@@ -67,12 +71,12 @@ def ensure_outbound(session: Session, tenant_id: str, key: str, message: dict) -
         ],
         ["tenant_id", "idempotency_key"],
     )
-    attempts = session.scalar(
-        select(Message.attempts).where(
+    found = session.execute(
+        select(Message.attempts, Message.status).where(
             Message.tenant_id == tenant_id, Message.idempotency_key == key
         )
-    )
-    return int(attempts or 0)
+    ).one()
+    return int(found.attempts or 0), str(found.status)
 
 
 def _attempt_row(

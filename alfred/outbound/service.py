@@ -103,7 +103,7 @@ class Sender:
                 {"tenant_id": [f"unknown tenant {message.get('tenant_id')!r}"]},
             )
         try:
-            body = validate_message(message)
+            body = self._validate(message)
         except InvalidMessage as exc:
             return self._refuse(message, exc.reason, exc.errors)
         key = str(message["idempotency_key"])
@@ -115,8 +115,12 @@ class Sender:
 
         now = datetime.now(UTC)
         with session_scope(self.settings.database_url) as session:
-            attempts = records.ensure_outbound(session, tenant.tenant_id, key, message)
+            attempts, status = records.ensure_outbound(session, tenant.tenant_id, key, message)
             closed = window_closed(session, tenant.tenant_id, message, now)
+        if status in records.FINAL:
+            # Decided before (a re-driven or duplicated task): only `dlq replay` reopens it.
+            self.journal.done(entry_id(message))
+            return SendOutcome(status, reason="already_final")
         if closed:
             return self._finish_failed(
                 tenant,
@@ -142,6 +146,17 @@ class Sender:
             # Release only our own lock: a slow call may have let it expire and pass on.
             if self.client.get(lock) == token.encode():
                 self.client.delete(lock)
+
+    @staticmethod
+    def _validate(message: dict) -> dict:
+        """Validate, letting a text run past Meta's limit: it is split into parts instead."""
+        text = message.get("text") if message.get("type", "text") == "text" else None
+        full = text.get("body") if isinstance(text, dict) else None
+        if not isinstance(full, str) or len(full) <= TEXT_LIMIT:
+            return validate_message(message)
+        body = validate_message({**message, "text": {**text, "body": full[:TEXT_LIMIT]}})
+        body["text"] = {**body["text"], "body": full}
+        return body
 
     def _parts(self, body: dict, key: str) -> list[tuple[str, dict]]:
         text = body.get("text", {}).get("body") if body.get("type") == "text" else None

@@ -1,0 +1,360 @@
+"""send_message → the simulator over real HTTP: sent once, retried or refused as Meta says."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from alfred.db import session_scope
+from alfred.models import CustomerWindow, Message, SendAttempt
+from alfred.outbound import service
+from alfred.outbound.journal import outbound_journal
+from alfred.simulator.faults import FaultConfig
+from alfred.streams import INGEST_STREAM
+from tests.integration.test_ingest_pipeline import stream_entries, wait_for
+
+USER = "+447700900123"
+BSUID = "GB.28461930571846203957"
+
+
+def open_window(database_url: str, tenant_id: str, *keys: str, age: timedelta = timedelta(0)):
+    """Record that the user wrote to the tenant `age` ago, under each of its names."""
+    at = datetime.now(UTC) - age
+    with session_scope(database_url) as session:
+        for key in keys:
+            session.merge(CustomerWindow(tenant_id=tenant_id, user_key=key, last_inbound_at=at))
+
+
+def text(tenant: str = "home", to: str | None = USER, body: str = "Hello from Alfred", **extra):
+    message = {"tenant_id": tenant, "type": "text", "text": {"body": body}, **extra}
+    if to:
+        message["to"] = to
+    return message
+
+
+@pytest.fixture
+def sender(simulator, settings):
+    """Give this process's real Sender, pointed at the simulator."""
+    from alfred.outbound.tasks import sender as build
+
+    return build()
+
+
+def stamped(message: dict) -> dict:
+    return service.stamp(message)
+
+
+def row(database_url: str, key: str) -> Message:
+    with session_scope(database_url) as session:
+        return session.scalar(select(Message).where(Message.idempotency_key == key))
+
+
+def attempts(database_url: str, key: str) -> list[SendAttempt]:
+    with session_scope(database_url) as session:
+        return list(
+            session.scalars(
+                select(SendAttempt)
+                .where(SendAttempt.idempotency_key == key)
+                .order_by(SendAttempt.id)
+            )
+        )
+
+
+def test_a_text_is_sent_once_through_the_worker_and_audited(
+    simulator, celery_worker, env, redis_client
+):
+    from alfred.tasks import send_message
+
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    send_message.delay(text(idempotency_key="reply-1"))
+    wait_for(lambda: simulator.state.messages())
+    wait_for(lambda: outbound_journal(redis_client).size() == 0)
+    (sent,) = simulator.state.messages()
+    assert sent["tenant"] == "home" and sent["key"] == "reply-1"
+    assert sent["body"]["text"]["body"] == "Hello from Alfred"
+    record = row(env["DATABASE_URL"], "reply-1")
+    assert (record.status, record.wamid, record.attempts) == ("accepted", sent["wamid"], 1)
+    (attempt,) = attempts(env["DATABASE_URL"], "reply-1")
+    assert (attempt.http_status, attempt.wamid, attempt.tenant_id) == (200, sent["wamid"], "home")
+    assert "token" not in json.dumps(attempt.payload)
+
+
+def test_each_tenant_sends_with_its_own_number_and_token(sender, simulator, env):
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    open_window(env["DATABASE_URL"], "biz", "447700900123")
+    assert sender.send(stamped(text("home"))).status == "sent"
+    assert sender.send(stamped(text("biz"))).status == "sent"
+    by_tenant = {m["tenant"]: m["phone_number_id"] for m in simulator.state.messages()}
+    assert by_tenant == {"home": "110000000000001", "biz": "110000000000002"}
+    # The simulator answers 190 to a token used for another tenant's number: none happened.
+    assert simulator.state.stats()["tenants"]["home"]["rejected"] == {}
+
+
+def test_a_key_sent_once_is_never_sent_again(sender, simulator, env, redis_client):
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    message = stamped(text(idempotency_key="once"))
+    outcomes = [sender.send(dict(message)).status for _ in range(3)]
+    assert outcomes == ["sent", "duplicate", "duplicate"]
+    assert len(simulator.state.messages()) == 1
+
+
+def test_duplicate_tasks_and_redrives_through_the_worker_send_once(
+    simulator, celery_worker, env, redis_client
+):
+    from alfred.maintenance.tasks import sweep_all
+    from alfred.tasks import send_message
+
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    message = text(idempotency_key="twice")
+    for _ in range(4):
+        send_message.delay(message)
+    sweep_all(now=time.time() + 3600)  # the sweeper re-drives whatever is still journaled
+    wait_for(lambda: outbound_journal(redis_client).size() == 0)
+    time.sleep(0.5)
+    assert [m["key"] for m in simulator.state.messages()] == ["twice"]
+    assert simulator.state.stats()["duplicates"]["count"] == 0
+
+
+def test_a_bsuid_recipient_finds_its_window_and_is_sent(sender, simulator, env):
+    open_window(env["DATABASE_URL"], "home", BSUID)
+    outcome = sender.send(stamped(text(to=None, recipient=BSUID)))
+    assert outcome.status == "sent"
+    assert simulator.state.messages()[0]["recipient"] == BSUID
+
+
+def test_outside_the_window_nothing_is_sent_and_the_orchestrator_is_told(
+    sender, simulator, env, redis_client
+):
+    open_window(env["DATABASE_URL"], "home", "447700900123", age=timedelta(hours=25))
+    message = stamped(text(idempotency_key="late"))
+    outcome = sender.send(message)
+    assert (outcome.status, outcome.reason) == ("failed", "outside_customer_service_window")
+    assert simulator.state.messages() == []
+    (event,) = stream_entries(redis_client)
+    assert (event["event"], event["envelope"]["id"]) == ("send_failed", "late")
+    assert "template" in event["envelope"]["errors"][0]["message"]
+    # A template is what may open the conversation again.
+    template = stamped(
+        {
+            "tenant_id": "home",
+            "to": USER,
+            "type": "template",
+            "template": {"name": "hello_world", "language": {"code": "en_US"}},
+        }
+    )
+    assert sender.send(template).status == "sent"
+
+
+@pytest.mark.parametrize(
+    "message, reason",
+    [
+        (
+            {"tenant_id": "nobody", "to": USER, "type": "text", "text": {"body": "x"}},
+            "unknown_tenant",
+        ),
+        ({"tenant_id": "home", "type": "text", "text": {"body": "x"}}, "missing_recipient"),
+        (
+            {"tenant_id": "home", "to": "not-a-number", "type": "text", "text": {"body": "x"}},
+            "invalid_recipient",
+        ),
+        ({"tenant_id": "home", "to": USER, "type": "image", "image": {}}, "invalid_message"),
+        (
+            {"tenant_id": "home", "to": USER, "type": "template", "template": {"name": "x"}},
+            "invalid_message",
+        ),
+        (
+            {
+                "tenant_id": "home",
+                "to": USER,
+                "type": "interactive",
+                "interactive": {
+                    "type": "button",
+                    "body": {"text": "Pick"},
+                    "action": {
+                        "buttons": [
+                            {"type": "reply", "reply": {"id": str(i), "title": f"Option {i}"}}
+                            for i in range(4)
+                        ]
+                    },
+                },
+            },
+            "invalid_message",
+        ),
+    ],
+    ids=[
+        "unknown-tenant",
+        "no-recipient",
+        "bad-recipient",
+        "media-without-id-or-link",
+        "template-without-language",
+        "four-buttons",
+    ],
+)
+def test_invalid_messages_make_no_http_call_and_leave_a_reason(
+    sender, simulator, env, redis_client, message, reason
+):
+    outcome = sender.send(stamped(message))
+    assert (outcome.status, outcome.reason) == ("invalid", reason)
+    assert simulator.state.messages() == []
+    assert simulator.state.stats()["tenants"]["home"]["rejected"] == {}
+    (event,) = stream_entries(redis_client)
+    assert event["event"] == "send_failed" and event["envelope"]["reason"] == reason
+    with session_scope(env["DATABASE_URL"]) as session:
+        record = session.scalar(select(Message))
+        assert (record.status, record.error_reason) == ("invalid", reason)
+
+
+@pytest.mark.parametrize(
+    "code, outcome, reason, min_delay",
+    [
+        (130429, "retry", "rate_limited", 1.0),
+        (131056, "retry", "pair_rate_limited", 6.0),
+        (80007, "retry", None, 1.0),
+        (131000, "retry", None, 0.5),
+        (131016, "retry", None, 0.5),
+        (368, "failed", "temporarily_blocked", None),
+        (100, "failed", "invalid_parameter", None),
+        (131008, "failed", "invalid_parameter", None),
+    ],
+)
+def test_meta_errors_are_retried_or_not_as_meta_documents(
+    sender, simulator, env, code, outcome, reason, min_delay
+):
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    simulator.state.set_faults(FaultConfig(error_rates={code: 1.0}))
+    message = stamped(text(idempotency_key=f"err-{code}"))
+    result = sender.send(message)
+    assert result.status == outcome
+    if reason:
+        assert result.reason == reason
+    if min_delay is not None:
+        assert result.retry_in >= min_delay
+    (attempt,) = attempts(env["DATABASE_URL"], message["idempotency_key"])
+    assert attempt.error_code == code
+    simulator.state.set_faults(FaultConfig())
+    again = sender.send(message)
+    assert again.status == ("sent" if outcome == "retry" else "failed")
+
+
+def test_an_unknown_template_is_permanent(sender, simulator, env):
+    message = stamped(
+        {
+            "tenant_id": "home",
+            "to": USER,
+            "type": "template",
+            "template": {"name": "no_such_template", "language": {"code": "en_US"}},
+        }
+    )
+    result = sender.send(message)
+    assert (result.status, result.reason) == ("failed", "template_error")
+    assert attempts(env["DATABASE_URL"], message["idempotency_key"])[0].error_code == 132001
+
+
+def test_an_expired_token_is_reread_and_tried_once_more_then_fails(sender, simulator, env):
+    import requests
+
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    requests.post(f"{simulator.url}/_sim/tokens/expire", json={"tenant": "home"}, timeout=5)
+    message = stamped(text())
+    first = sender.send(message)
+    assert (first.status, first.reason) == ("retry", "access_token_expired")
+    second = sender.send(message)
+    assert (second.status, second.reason) == ("failed", "access_token_expired")
+
+
+def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
+    sender, simulator, env, redis_client
+):
+    from alfred.outbound import records
+    from alfred.outbound.ratelimit import SendLimiter
+
+    # Eight tries to one user inside a second would be paced; this test is about retries.
+    sender.limiter = SendLimiter(redis_client, pair_burst=100)
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    simulator.state.set_faults(FaultConfig(error_rates={131000: 1.0}))
+    message = stamped(text(idempotency_key="doomed"))
+    statuses = [sender.send(message).status for _ in range(service.MAX_ATTEMPTS)]
+    assert statuses == ["retry"] * (service.MAX_ATTEMPTS - 1) + ["dead_lettered"]
+    (event,) = stream_entries(redis_client)
+    assert (event["event"], event["envelope"]["id"]) == ("send_failed", "doomed")
+    with session_scope(env["DATABASE_URL"]) as session:
+        (dead,) = records.dead_letters(session)
+        replayed = records.reopen(session, dead)
+    simulator.state.set_faults(FaultConfig())
+    assert sender.send(replayed).status == "sent"
+    assert row(env["DATABASE_URL"], "doomed").status == "accepted"
+
+
+def test_a_long_reply_is_split_and_sent_in_order(sender, simulator, env):
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    paragraphs = [f"Paragraph {i}. " + "word " * 300 for i in range(10)]
+    body = "\n\n".join(paragraphs)
+    assert len(body) > 3 * 4096
+    outcome = sender.send(stamped(text(body=body, idempotency_key="essay")))
+    # Split at paragraph boundaries: two ~1,500-character paragraphs per part.
+    assert outcome.status == "sent" and len(outcome.wamids) == 5
+    sent = simulator.state.messages()
+    parts = [m["body"]["text"]["body"] for m in sent]
+    assert all(len(p) <= 4096 for p in parts)
+    assert " ".join(parts).split() == body.split()
+    assert [m["key"] for m in sent] == [f"essay#{i}/5" for i in range(1, 6)]
+    assert all(p.startswith("Paragraph") for p in parts)
+    assert [m["accepted_at"] for m in sent] == sorted(m["accepted_at"] for m in sent)
+
+
+def test_a_recipient_is_paced_without_slowing_others(sender, simulator, env):
+    open_window(env["DATABASE_URL"], "home", "447700900123", "447700900999")
+    results = [sender.send(stamped(text())) for _ in range(8)]
+    paced = [r for r in results if r.status == "retry"]
+    assert paced and all(r.reason == "paced" and r.retry_in > 1 for r in paced)
+    other = sender.send(stamped(text(to="+447700900999")))
+    assert other.status == "sent"
+    stats = simulator.state.stats()
+    assert stats["tenants"]["home"]["rejected"] == {}  # never a 131056 from Meta
+
+
+def test_the_full_loop_user_writes_alfred_answers_statuses_come_back(
+    looped_simulator, celery_worker, env, redis_client
+):
+    import requests
+
+    from alfred.tasks import send_message
+
+    user = "+15551230077"
+    answer = requests.post(
+        f"{looped_simulator.url}/_sim/inbound",
+        json={"tenant": "biz", "from": user, "type": "text", "text": "Hi!"},
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    inbound = wait_for(lambda: [e for e in stream_entries(redis_client) if e["event"] == "message"])
+    assert inbound[0]["envelope"]["text"] == "Hi!"
+    key = uuid.uuid4().hex
+    send_message.delay(
+        {
+            "tenant_id": "biz",
+            "to": user,
+            "type": "text",
+            "text": {"body": "Hello!"},
+            "idempotency_key": key,
+        }
+    )
+    statuses = wait_for(
+        lambda: (
+            {
+                e["envelope"]["status"]
+                for e in stream_entries(redis_client)
+                if e["event"] == "status"
+            }
+            >= {"sent", "delivered", "read"}
+            and [e for e in stream_entries(redis_client) if e["event"] == "status"]
+        )
+    )
+    assert {s["envelope"]["biz_opaque_callback_data"] for s in statuses} == {key}
+    wait_for(lambda: row(env["DATABASE_URL"], key).status == "read")
+    assert redis_client.xlen(INGEST_STREAM) == 4  # 1 message + 3 statuses, each once
