@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -28,7 +29,13 @@ from alfred.outbound.bridge import OutboxBridge, message_from_entry
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Database 0 of the test Redis, not the test database (9) that other tests flush between
+# tests: every key and stream here is named for its test alone and deleted afterwards.
+REDIS_URL = (
+    urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
+    ._replace(path="/0")
+    .geturl()
+)
 MESSAGE = {"tenant_id": "home", "to": "+14155551234", "type": "text", "text": {"body": "héllo 👋"}}
 
 

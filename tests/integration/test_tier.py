@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -14,7 +15,13 @@ from alfred.outbound.tier import TIER_KEY, WINDOW_S, TierMeter
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Database 0 of the test Redis, not the test database (9) that other tests flush between
+# tests: every key and stream here is named for its test alone and deleted afterwards.
+REDIS_URL = (
+    urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
+    ._replace(path="/0")
+    .geturl()
+)
 T0 = 1_700_000_000.0
 
 
