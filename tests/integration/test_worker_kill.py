@@ -1,0 +1,165 @@
+"""A worker SIGKILLed mid-stream (as the OOM killer does) loses nothing and duplicates nothing.
+
+The worker is a real `celery worker` subprocess. No clock is mocked: recovery below is the
+real mechanism (a restarted worker re-drives the journals at once), timed with a wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from alfred.config import REPO_ROOT
+from alfred.ingest.receive import ingest_journal
+from alfred.maintenance.tasks import ON_START_MIN_AGE_S
+from alfred.outbound.journal import outbound_journal
+from tests.conftest import APP_SECRET, _simulator_config
+from tests.helpers import body_of, fixture, signed_headers
+from tests.integration.test_ingest_pipeline import stream_entries, wait_for
+from tests.integration.test_send_pipeline import open_window
+
+RECOVERY_LIMIT_S = 60.0
+
+
+def start_worker(extra_env: dict | None = None) -> subprocess.Popen:
+    """Start `celery worker` (threads) in its own process group, as the Procfile does."""
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "alfred.celery_app",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "4",
+            "-Q",
+            "ingest,outbound,alfred",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def kill(worker: subprocess.Popen) -> None:
+    """SIGKILL the worker and all its children at once: no warm shutdown, no acks."""
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+
+
+@pytest.fixture
+def workers():
+    started: list[subprocess.Popen] = []
+
+    def spawn(extra_env: dict | None = None) -> subprocess.Popen:
+        worker = start_worker(extra_env)
+        started.append(worker)
+        return worker
+
+    yield spawn
+    for worker in started:
+        if worker.poll() is None:
+            kill(worker)
+
+
+def unique_delivery(i: int) -> bytes:
+    payload = fixture("text")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["id"] = f"wamid.kill-test-{i:05d}"
+    message["text"]["body"] = f"message {i}"
+    return body_of(payload)
+
+
+def test_ingest_survives_a_sigkill_mid_stream(web, workers, redis_client):
+    total = 300
+    worker = workers()
+    for i in range(total):
+        body = unique_delivery(i)
+        assert (
+            web.post("/webhook", data=body, headers=signed_headers(body, APP_SECRET)).status_code
+            == 200
+        )
+    wait_for(lambda: redis_client.xlen("alfred-ingest") >= 20, timeout=60, interval=0.01)
+    kill(worker)
+    in_flight = ingest_journal(redis_client).size()
+    assert 0 < in_flight < total, "the kill must land mid-stream"
+
+    time.sleep(ON_START_MIN_AGE_S + 1)  # what a supervisor's restart takes, roughly
+    restarted = time.monotonic()
+    workers()
+    wait_for(lambda: ingest_journal(redis_client).size() == 0, timeout=RECOVERY_LIMIT_S)
+    recovery = time.monotonic() - restarted
+    ids = Counter(e["envelope"]["id"] for e in stream_entries(redis_client))
+    assert len(ids) == total, f"lost {total - len(ids)}"
+    assert max(ids.values()) == 1, "duplicated"
+    print(f"\ningest: {in_flight} in flight at the kill; drained {recovery:.1f} s after restart")
+
+
+def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_client):
+    from alfred.simulator.testing import running_simulator
+    from alfred.tasks import send_message
+
+    total = 200
+    users = [f"+4477009{i:05d}" for i in range(total)]
+    open_window(env["DATABASE_URL"], "home", *[u.lstrip("+") for u in users])
+    # Statuses come back to our web server, as Meta's do: they are what tells a restarted
+    # worker that a send it cannot account for was in fact accepted.
+    config = _simulator_config(f"{web_server}/webhook", status_delay_s=0.01, enforce_window=False)
+    with running_simulator(config) as simulator:
+        worker_env = {"GRAPH_API_URL": simulator.url}
+        worker = workers(worker_env)
+        for i, user in enumerate(users):
+            send_message.delay(
+                {
+                    "tenant_id": "home",
+                    "to": user,
+                    "type": "text",
+                    "text": {"body": f"answer {i}"},
+                    "idempotency_key": f"k{i}",
+                }
+            )
+
+        def accepted() -> int:
+            return simulator.state.stats()["sends"]["accepted"]
+
+        wait_for(lambda: accepted() >= 30, timeout=60, interval=0.01)
+        kill(worker)
+        at_kill = accepted()
+        assert at_kill < total, "the kill must land mid-stream"
+        assert outbound_journal(redis_client).size() > 0
+
+        time.sleep(ON_START_MIN_AGE_S + 1)
+        restarted = time.monotonic()
+        workers(worker_env)
+        wait_for(
+            lambda: outbound_journal(redis_client).size() == 0,
+            timeout=RECOVERY_LIMIT_S,
+            interval=0.2,
+        )
+        recovery = time.monotonic() - restarted
+        time.sleep(0.5)
+        stats = simulator.state.stats()
+        keys = Counter(m["key"] for m in simulator.state.messages(limit=10_000))
+    assert stats["duplicates"]["count"] == 0, stats["duplicates"]
+    assert len(keys) == total and max(keys.values()) == 1
+    print(
+        f"\nsends: {at_kill} accepted at the kill; all {total} sent once, "
+        f"{recovery:.1f} s after restart"
+    )
