@@ -1,0 +1,51 @@
+# The two commands: `make run` (the whole stack, locally) and `make test` (the whole suite).
+# Everything else a newcomer might guess is here too; `make help` lists it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Re-install only when requirements.txt changes (or the venv is new).
+STAMP := $(VENV)/.installed-requirements
+ARGS ?=
+
+.PHONY: help .venv install test lint format run bench load clean
+
+help: ## list the targets
+	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "could not create $(VENV): install Python's venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
+	$(PY) -m pip install -qq --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+.venv: $(STAMP) ## create .venv and install requirements.txt
+
+install: $(STAMP) ## same as .venv
+
+test: $(STAMP) ## run the whole suite against real Redis and PostgreSQL (started if needed)
+	bash scripts/ensure-services.sh
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ $(ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+run: $(STAMP) ## run the whole stack in the foreground (simulator when no Meta credentials)
+	bash scripts/run-stack.sh
+
+bench: $(STAMP) ## run the benchmarks (ARGS=… passed on)
+	$(PY) bench/run.py $(ARGS)
+
+load: $(STAMP) ## run the load test against a running stack
+	bash bench/load.sh
+
+clean: ## remove the venv, var/ (local database, logs) and caches
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Run the whole stack in the foreground with honcho (`make run`): web, worker, beat, flower,
+# the outbox bridge, and the Cloud API simulator when no real Meta credentials are set.
+# Redis: the one at REDIS_URL if it answers, else a local redis-server started (and stopped)
+# here. Database: SQLite under var/ unless DATABASE_URL says otherwise.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$PATH"
+VAR="$ROOT/var"
+mkdir -p "$VAR"
+
+# An optional .env (never committed) holds a developer's own settings, e.g. real Meta ones.
+if [[ -f .env ]]; then
+    set -a
+    # shellcheck disable=SC1091
+    . ./.env
+    set +a
+fi
+
+export PORT="${PORT:-8080}"
+SIMULATOR_PORT="${SIMULATOR_PORT:-8081}"
+FLOWER_PORT="${FLOWER_PORT:-5555}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+
+say() { echo "run: $*" >&2; }
+
+# --- Meta: real credentials, or the local simulator with dev tenants ----------------------
+SIMULATE=""
+if [[ -z "${ALFRED_TENANTS:-}" && -z "${META_TOKEN:-}" ]]; then
+    SIMULATE=1
+    export ALFRED_TENANTS='{"home": {"phone_number_id": "100000000000001", "waba_id": "200000000000001", "token": "dev-token-home"}, "biz": {"phone_number_id": "100000000000002", "waba_id": "200000000000002", "token": "dev-token-biz"}}'
+    export META_APP_SECRET="${META_APP_SECRET:-dev-app-secret}"
+    export META_VERIFY_TOKEN="${META_VERIFY_TOKEN:-dev-verify-token}"
+    export META_APP_ID="${META_APP_ID:-1234567890}"
+    export SIMULATOR_APP_ID="$META_APP_ID"
+    export GRAPH_API_URL="http://127.0.0.1:$SIMULATOR_PORT"
+    export SIMULATOR_WEBHOOK_URL="http://127.0.0.1:$PORT/webhook"
+fi
+
+# --- Redis ---------------------------------------------------------------------------------
+redis_answers() {
+    python - "$REDIS_URL" <<'PY' 2>/dev/null
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1, socket_timeout=1).ping()
+PY
+}
+
+OWN_REDIS_PID=""
+stop_own_redis() {
+    if [[ -n "$OWN_REDIS_PID" ]] && kill -0 "$OWN_REDIS_PID" 2>/dev/null; then
+        kill "$OWN_REDIS_PID" 2>/dev/null || true
+    fi
+}
+trap stop_own_redis EXIT
+
+REDIS_NOTE="(already running)"
+if ! redis_answers; then
+    read -r host port < <(python - "$REDIS_URL" <<'PY'
+import sys
+from urllib.parse import urlsplit
+url = urlsplit(sys.argv[1])
+print(url.hostname or "127.0.0.1", url.port or 6379)
+PY
+)
+    if [[ "$host" != "127.0.0.1" && "$host" != "localhost" ]]; then
+        say "Redis at $REDIS_URL does not answer, and it is not on this machine: start it there."
+        exit 1
+    fi
+    if ! command -v redis-server >/dev/null; then
+        say "Redis does not answer at $REDIS_URL and redis-server is not installed."
+        say "Install it: sudo apt-get install redis-server   (macOS: brew install redis)"
+        say "or set REDIS_URL to a Redis that answers, then run make run again."
+        exit 1
+    fi
+    mkdir -p "$VAR/redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+        --dir "$VAR/redis" --pidfile "$VAR/redis/redis.pid" --logfile "$VAR/redis/redis.log"
+    for _ in $(seq 1 40); do
+        redis_answers && break
+        sleep 0.25
+    done
+    redis_answers || { say "redis-server did not start; see var/redis/redis.log"; exit 1; }
+    OWN_REDIS_PID="$(cat "$VAR/redis/redis.pid")"
+    REDIS_NOTE="(started here, pid $OWN_REDIS_PID; stops with the stack)"
+fi
+
+# --- database and metrics --------------------------------------------------------------------
+python -m alfred db upgrade
+# A fresh directory: gunicorn's workers write their metrics here and /metrics sums them.
+export PROMETHEUS_MULTIPROC_DIR="$VAR/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
+# --- the processes ---------------------------------------------------------------------------
+# honcho gives each process its own PORT; pin ours, so every process agrees on the web port.
+PROCFILE="$VAR/Procfile.run"
+{
+    echo "web: PORT=$PORT exec gunicorn wsgi:app --bind 127.0.0.1:$PORT --workers 2 --threads 4 --worker-class gthread"
+    echo "worker: PORT=$PORT exec celery -A alfred.celery_app worker -P threads -c 8 -Q ingest,outbound,alfred --loglevel INFO"
+    echo "beat: PORT=$PORT exec celery -A alfred.celery_app beat --schedule $VAR/celerybeat-schedule --loglevel INFO"
+    echo "flower: PORT=$PORT exec celery -A alfred.celery_app flower --address=127.0.0.1 --port=$FLOWER_PORT"
+    echo "outbox: PORT=$PORT exec python -m alfred outbox"
+    if [[ -n "$SIMULATE" ]]; then
+        echo "simulator: PORT=$PORT exec python -m alfred simulator --host 127.0.0.1 --port $SIMULATOR_PORT"
+    fi
+} >"$PROCFILE"
+
+DB="$(python -c 'from alfred.cli import _safe_url, _settings; print(_safe_url(_settings().database_url))')"
+cat <<EOF
+
+Alfred's WhatsApp bridge, running here (Ctrl-C stops everything):
+  web        http://127.0.0.1:$PORT   /webhook  /healthz  /readyz  /metrics
+  flower     http://127.0.0.1:$FLOWER_PORT
+EOF
+if [[ -n "$SIMULATE" ]]; then
+    cat <<EOF
+  simulator  http://127.0.0.1:$SIMULATOR_PORT   the Cloud API stand-in (no Meta credentials set);
+             its webhooks go to $SIMULATOR_WEBHOOK_URL, signed with META_APP_SECRET=$META_APP_SECRET
+             tenants home and biz; verify token $META_VERIFY_TOKEN
+EOF
+else
+    echo "  Meta       ${GRAPH_API_URL:-https://graph.facebook.com} (real credentials from the environment)"
+fi
+cat <<EOF
+  worker, beat, outbox   no port (Celery queues ingest, outbound, alfred; the «alfred-outbox» bridge)
+  redis      $REDIS_URL $REDIS_NOTE
+  database   $DB
+Try, in another terminal:
+  .venv/bin/python -m alfred smoke --tenant home --to +14155550100
+  .venv/bin/python -m alfred --help
+
+EOF
+
+# Not exec: the trap above must stop a redis-server we started once honcho is done.
+honcho start -f "$PROCFILE" -d "$ROOT" -e /dev/null
