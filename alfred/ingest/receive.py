@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import redis
 
+from alfred.config import Settings
 from alfred.journal import Journal
 
 INGEST_JOURNAL = "ingest"
@@ -42,3 +43,30 @@ def accept_delivery(
     journal.add(delivery_id, encode_record(received_at, body), due_in=REDRIVE_AFTER_S)
     publish(delivery_id)
     return delivery_id
+
+
+def tenants_at_the_edge(payload: object, settings: Settings) -> tuple[set[str], set[str]]:
+    """Name the tenants a delivery is for, and the numbers or WABAs that belong to none.
+
+    The worker resolves every event again and quarantines the unknown ones; this early
+    look lets the web process log and count an unknown number the moment it arrives.
+    """
+    known: set[str] = set()
+    unknown: set[str] = set()
+    entries = payload.get("entry") if isinstance(payload, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else ():
+            value = change.get("value") if isinstance(change, dict) else None
+            metadata = value.get("metadata") if isinstance(value, dict) else None
+            if isinstance(metadata, dict):
+                number = str(metadata.get("phone_number_id"))
+                tenant = settings.tenant_by_phone_number_id(number)
+            else:
+                number = str(entry.get("id"))
+                tenant = settings.tenant_by_waba_id(number)
+            if tenant is None:
+                unknown.add(number)
+            else:
+                known.add(tenant.tenant_id)
+    return known, unknown

@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from alfred import metrics, runtime
 from alfred.db import session_scope
 from alfred.ingest import quarantine
-from alfred.ingest.receive import accept_delivery, ingest_journal
+from alfred.ingest.receive import accept_delivery, ingest_journal, tenants_at_the_edge
 from alfred.ingest.tasks import publish_ingest
 from alfred.whatsapp.signature import verify
 
@@ -81,7 +81,7 @@ def receive() -> Response:
             415, "bad_content_type", f"content type {request.mimetype!r}, expected application/json"
         )
     try:
-        json.loads(body)
+        payload = json.loads(body)
     except ValueError as exc:
         # Signed but cut short or garbled: keep it for the record, and answer non-200 so
         # Meta retries the delivery whole.
@@ -93,6 +93,15 @@ def receive() -> Response:
         except Exception:
             log.exception("webhook.quarantine_failed")
         return _refuse(400, "invalid_json", f"body is not JSON: {exc}")
+    tenants, unknown = tenants_at_the_edge(payload, settings)
+    if unknown:
+        # Accepted all the same: the worker quarantines these events, replayable once the
+        # number is configured. Nothing Meta handed over is dropped.
+        metrics.WEBHOOK_REQUESTS.labels("unknown_number").inc()
+        log.warning(
+            "webhook.unknown_number",
+            extra={"numbers": sorted(unknown)[:10], "tenants": sorted(tenants)},
+        )
     try:
         delivery_id = accept_delivery(
             body,

@@ -181,3 +181,21 @@ def test_health_ready_and_metrics(web, redis_client):
     _post(web, body, signed_headers(body, "wrong"))
     metrics = web.get("/metrics").get_data(as_text=True)
     assert 'alfred_webhook_requests_total{outcome="bad_signature"}' in metrics
+
+
+def test_an_unknown_number_is_named_at_the_edge_and_kept_for_quarantine(web, redis_client):
+    payload = fixture("text")
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "424242"
+    body = body_of(payload)
+    assert _post(web, body, signed_headers(body, APP_SECRET)).status_code == 200
+    assert ingest_journal(redis_client).size() == 1  # kept: the worker quarantines it
+    metrics = web.get("/metrics").get_data(as_text=True)
+    assert 'alfred_webhook_requests_total{outcome="unknown_number"}' in metrics
+
+
+def test_the_edge_resolves_tenants_by_number_and_by_waba(settings):
+    from alfred.ingest.receive import tenants_at_the_edge
+
+    assert tenants_at_the_edge(fixture("batch_after_outage"), settings) == ({"home", "biz"}, set())
+    assert tenants_at_the_edge(fixture("account_update"), settings)[0] == {"home"}
+    assert tenants_at_the_edge({"entry": "nonsense"}, settings) == (set(), set())
