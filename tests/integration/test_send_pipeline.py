@@ -358,3 +358,29 @@ def test_the_full_loop_user_writes_alfred_answers_statuses_come_back(
     assert {s["envelope"]["biz_opaque_callback_data"] for s in statuses} == {key}
     wait_for(lambda: row(env["DATABASE_URL"], key).status == "read")
     assert redis_client.xlen(INGEST_STREAM) == 4  # 1 message + 3 statuses, each once
+
+
+def test_parts_can_wait_for_the_previous_part_to_be_delivered(
+    sender, simulator, env, settings, redis_client
+):
+    from alfred.ingest.service import ingest_body
+    from tests.helpers import fixture
+
+    sender.chunk_order = "delivered"
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    body = "\n\n".join(f"Part {i}. " + "word " * 700 for i in range(2))
+    message = stamped(text(body=body, idempotency_key="ordered"))
+    first = sender.send(message)
+    assert (first.status, first.reason) == ("retry", "awaiting_delivery_of_previous_part")
+    (part_one,) = simulator.state.messages()
+    assert sender.send(message).status == "retry"  # still not delivered: nothing more sent
+    assert len(simulator.state.messages()) == 1
+
+    delivered = fixture("status_delivered")
+    status = delivered["entry"][0]["changes"][0]["value"]["statuses"][0]
+    status["id"] = part_one["wamid"]
+    ingest_body(
+        json.dumps(delivered), received_at=time.time(), settings=settings, client=redis_client
+    )
+    assert sender.send(message).status == "sent"
+    assert [m["key"] for m in simulator.state.messages()] == ["ordered#1/2", "ordered#2/2"]
