@@ -1,0 +1,250 @@
+"""`make load`: the seed's load test with Locust on a private stack, judged against two bars.
+
+    python bench/load.py --rate 50 --duration 300     (bench/load.sh reads RATE, DURATION)
+
+RATE signed webhooks/s in and RATE send_message/s out, with the simulator's status callbacks
+(sent, delivered, read) riding along into our webhook. Writes bench/results/load-<ts>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Import bench.* from the repo root; never let bench/ shadow the standard library.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import inbound, outbound  # noqa: E402
+from bench.memory import Sampler  # noqa: E402
+from bench.stack import Stack, raise_on_sigterm, tool  # noqa: E402
+from bench.stats import summary_ms  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SEED_BAR = {"error_pct": 1.0, "p95_ms": 2000}
+TARGET = {"error_pct": 0.0, "p95_ms": 200}
+
+
+def seconds(text: str) -> int:
+    """Read a duration: 300, 300s, 5m or 1h."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
+
+
+def locust_rows(prefix: Path) -> dict[str, dict]:
+    """Read Locust's stats CSV: count, failures and percentiles per request name."""
+    rows = {}
+    with (prefix.parent / f"{prefix.name}_stats.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            count = int(row["Request Count"])
+            failures = int(row["Failure Count"])
+            rows[row["Name"]] = {
+                "requests": count,
+                "failures": failures,
+                "error_pct": round(100 * failures / count, 3) if count else None,
+                "p50_ms": float(row["50%"]),
+                "p95_ms": float(row["95%"]),
+                "p99_ms": float(row["99%"]),
+                "per_s": float(row["Requests/s"]),
+            }
+    return rows
+
+
+def run_locust(stack: Stack, rate: int, duration: int, tag: str) -> tuple[dict, dict[str, float]]:
+    """Run Locust headless against the stack; return its stats and the enqueue times."""
+    prefix = stack.tmp / "locust"
+    keys = stack.tmp / "enqueued.json"
+    env = stack.env()
+    env.update({"BENCH_LOAD_TAG": tag, "BENCH_LOAD_RATE": str(rate), "BENCH_LOAD_KEYS": str(keys)})
+    users = 2 * rate
+    argv = [
+        tool("locust"),
+        "-f",
+        str(Path(__file__).with_name("locustfile.py")),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{duration}s",
+        "--stop-timeout",
+        "5",
+        "--host",
+        stack.web_url,
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    proc = stack._spawn("locust", argv, env)
+    try:
+        proc.popen.wait(duration + 120)
+    except subprocess.TimeoutExpired:
+        stack.stop("locust")
+        raise
+    stack.procs.pop("locust", None)
+    enqueued = json.loads(keys.read_text()) if keys.exists() else {}
+    return locust_rows(prefix), enqueued
+
+
+def end_to_end(stack: Stack, tag: str, inbound_ok: int, enqueued: dict[str, float]) -> dict:
+    """Wait (bounded) for every send and webhook to land, then measure both directions."""
+    client = stack.redis()
+    deadline = time.monotonic() + 60
+    accepted: dict[str, float] = {}
+    failed = 0
+    while time.monotonic() < deadline:
+        accepted = outbound.sim_accepted(stack, f"{tag}-", limit=len(enqueued) * 2 + 1000)
+        failed = outbound.failed_count(stack, f"{tag}-")
+        found = inbound.entries_after(client, "0-0", f"wamid.{tag}.")
+        if len(accepted) + failed >= len(enqueued) and len(found) >= inbound_ok:
+            break
+        time.sleep(1)
+    found = inbound.entries_after(client, "0-0", f"wamid.{tag}.")
+    statuses = sum(
+        1
+        for _id, fields in client.xrange("alfred-ingest", count=10**7)
+        if json.loads(fields[b"payload"]).get("event") == "status"
+    )
+    stats = outbound.sim_stats(stack)
+    send_lat = [accepted[k] - t for k, t in enqueued.items() if k in accepted]
+    return {
+        "inbound": {
+            "accepted_by_web": inbound_ok,
+            "reached_stream": len(found),
+            "lost": inbound_ok - len(found),
+            "webhook_to_stream": summary_ms([max(0.0, e - r) for r, e in found]),
+        },
+        "outbound": {
+            "enqueued": len(enqueued),
+            "accepted_by_simulator": len(accepted),
+            "failed": failed,
+            "lost": len(enqueued) - len(accepted) - failed,
+            "duplicates": stats["duplicates"]["extra_sends"],
+            "graph_errors": stats["sends"]["rejected_total"],
+            "enqueue_to_graph": summary_ms(send_lat),
+        },
+        "statuses": {
+            "sent_by_simulator": stats["webhooks"]["statuses"],
+            "webhook_posts": stats["webhooks"]["delivered"],
+            "non_2xx": stats["webhooks"]["non_2xx"],
+            "failed_deliveries": stats["webhooks"]["failed"],
+            "status_events_in_stream": statuses,
+        },
+    }
+
+
+def verdict(report: dict) -> dict:
+    """Judge errors and the worst p95 against the seed's bar and our target."""
+    rows = report["locust"]
+    requests_ = sum(r["requests"] for r in rows.values() if r is not rows.get("Aggregated"))
+    failures = sum(r["failures"] for n, r in rows.items() if n != "Aggregated")
+    e2e = report["end_to_end"]
+    lost = e2e["inbound"]["lost"] + e2e["outbound"]["lost"] + e2e["outbound"]["failed"]
+    error_pct = round(100 * (failures + lost) / max(1, requests_), 3)
+    p95s = {
+        "webhook POST (Locust)": rows.get("POST /webhook", {}).get("p95_ms"),
+        "send_message enqueue (Locust)": rows.get("send_message.apply_async", {}).get("p95_ms"),
+        "webhook -> alfred-ingest": e2e["inbound"]["webhook_to_stream"]["p95_ms"],
+        "enqueue -> Graph call": e2e["outbound"]["enqueue_to_graph"]["p95_ms"],
+    }
+    worst = max(v for v in p95s.values() if v is not None)
+    return {
+        "error_pct": error_pct,
+        "p95_ms": p95s,
+        "worst_p95_ms": worst,
+        "seed_bar_met": error_pct <= SEED_BAR["error_pct"] and worst < SEED_BAR["p95_ms"],
+        "target_met": error_pct <= TARGET["error_pct"] and worst < TARGET["p95_ms"],
+        "seed_bar": SEED_BAR,
+        "target": TARGET,
+    }
+
+
+def render(report: dict) -> str:
+    """Render the verdict and the headline figures."""
+    v, e2e, mem = report["verdict"], report["end_to_end"], report["memory"]
+    lines = [
+        f"alfred load {report['started']}: {report['rate']}/s in + {report['rate']}/s out "
+        f"for {report['duration_s']} s ({report['web_setting']}, worker {report['worker']})",
+        f"errors: {v['error_pct']} %  (seed bar <= 1 %, target 0 %)",
+    ]
+    for name, p95 in v["p95_ms"].items():
+        lines.append(f"p95 {name}: {p95} ms  (seed bar < 2000, target < 200)")
+    lines += [
+        f"inbound: {e2e['inbound']['accepted_by_web']} accepted, {e2e['inbound']['lost']} lost",
+        f"outbound: {e2e['outbound']['enqueued']} enqueued, "
+        f"{e2e['outbound']['accepted_by_simulator']} sent, {e2e['outbound']['failed']} failed, "
+        f"{e2e['outbound']['lost']} lost, {e2e['outbound']['duplicates']} duplicates",
+        f"statuses: {e2e['statuses']['sent_by_simulator']} sent back, "
+        f"{e2e['statuses']['status_events_in_stream']} in alfred-ingest, "
+        f"{e2e['statuses']['non_2xx']} non-2xx",
+        f"peak PSS web+worker+beat: {mem['peak_web_worker_beat_pss_mb']} MB (target <= 256)",
+        f"seed bar met: {v['seed_bar_met']}   target met: {v['target_met']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the stack, run Locust, wait for the tail, judge, print and save."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=50, help="messages/s each way")
+    parser.add_argument("--duration", default="300", help="seconds, or 5m")
+    parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--pool", default="threads")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    duration = seconds(args.duration)
+    if not 1 <= args.rate <= 1000 or not 5 <= duration <= 3600:
+        parser.error("rate must be 1..1000 and duration 5 s..1 h")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logs = RESULTS / f"logs-load-{stamp}"
+    report: dict = {"started": stamp, "rate": args.rate, "duration_s": duration, "db": args.db}
+    raise_on_sigterm()
+    stack = Stack(db=args.db, logs_dir=logs)
+    tag = f"load{stamp}"
+    try:
+        stack.start_base()
+        outbound.seed(stack)
+        web = stack.start_web()
+        worker = stack.start_worker(args.pool, args.concurrency)
+        beat = stack.start_beat()
+        report["web_setting"] = stack.web_setting()
+        report["worker"] = f"{args.pool} -c {args.concurrency}"
+        roots = {"web": web.pid, "worker": worker.pid, "beat": beat.pid}
+        roots["simulator"] = stack.procs["simulator"].pid
+        roots["redis"] = stack.procs["redis"].pid
+        print(f"[load] {args.rate}/s each way for {duration} s against {stack.web_url}", flush=True)
+        with Sampler(roots) as sampler:
+            rows, enqueued = run_locust(stack, args.rate, duration, tag)
+            report["locust"] = rows
+            inbound_ok = rows["POST /webhook"]["requests"] - rows["POST /webhook"]["failures"]
+            report["end_to_end"] = end_to_end(stack, tag, inbound_ok, enqueued)
+        report["memory"] = sampler.report()
+        report["verdict"] = verdict(report)
+    except KeyboardInterrupt:
+        report["interrupted"] = True
+        print("[load] interrupted: stopping the stack", flush=True)
+    finally:
+        stack.close()
+        path = RESULTS / f"load-{stamp}.json"
+        path.write_text(json.dumps(report, indent=2, default=str))
+    if "verdict" in report:
+        print(render(report))
+    print(f"[load] full results: {path} (process logs: {logs})")
+    return 0 if report.get("verdict", {}).get("seed_bar_met") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

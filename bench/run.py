@@ -1,0 +1,333 @@
+"""`make bench`: start a private stack, measure inbound, outbound and memory, print and save.
+
+    python bench/run.py [--quick] [--only inbound|outbound|memory] [--db sqlite|postgresql]
+
+Prints a table and writes bench/results/bench-<timestamp>.json. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Import bench.* from the repo root; never let bench/ shadow the standard library.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import inbound, outbound  # noqa: E402
+from bench.memory import Sampler  # noqa: E402
+from bench.stack import Stack, raise_on_sigterm  # noqa: E402
+from bench.stats import median_of, medians  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# Sizes: --quick (about three minutes) and the default (about fifteen). Every loop is bounded.
+PLANS = {
+    "quick": {
+        "repeats": 1,
+        "wrk_s": 3,
+        "connections": [16, 64],
+        "drain": 1000,
+        "drain_pools": [("threads", 8)],
+        "paced_s": 5,
+        "steps": [100, 200, 400, 800],
+        "step_s": 4,
+        "profile": 300,
+        "out_max": 1000,
+        "out_paced_s": 6,
+        "pools": [("threads", 16), ("prefork", 4)],
+        "reference_sends": 2000,
+        "memory_s": 20,
+    },
+    "full": {
+        "repeats": 3,
+        "wrk_s": 8,
+        "connections": [8, 32, 128],
+        "drain": 2000,
+        "drain_pools": [("threads", 8), ("prefork", 2)],
+        "paced_s": 10,
+        "steps": [100, 150, 200, 300, 400, 600, 800, 1000],
+        "step_s": 8,
+        "profile": 1000,
+        "out_max": 2000,
+        "out_paced_s": 10,
+        "pools": [("threads", 16), ("prefork", 4), ("gevent", 64)],
+        "reference_sends": 5000,
+        "memory_s": 60,
+    },
+}
+INGEST_POOL = ("threads", 8)
+
+
+def bench_inbound(stack: Stack, plan: dict, out: dict) -> None:
+    """Peak accepted POSTs (ours vs reference), profile, drain rate, paced latencies."""
+    wrk, note = inbound.ensure_wrk()
+    out["tool_note"] = note
+    out["web_setting"] = stack.web_setting()
+    out["peak_accept"] = inbound.peak_accept(
+        stack, wrk, plan["connections"], plan["wrk_s"], plan["repeats"]
+    )
+    out["profile"] = _profile(stack, plan["profile"])
+    stack.start_web()
+    drains = {}
+    for pool, concurrency in plan["drain_pools"]:
+        runs = [
+            inbound.drain(stack, pool, concurrency, plan["drain"], timeout_s=180)
+            for _ in range(plan["repeats"])
+        ]
+        drains[f"{pool} -c {concurrency}"] = {**medians(runs), "runs": runs}
+    out["drain"] = drains
+    stack.flush_redis()
+    stack.start_worker(*INGEST_POOL)
+    # Warm up (connection pools, imports, compiled statements): steady state is measured.
+    inbound.paced(stack, 50, 3, "warmup")
+    at50 = [inbound.paced(stack, 50, plan["paced_s"], "at50") for _ in range(plan["repeats"])]
+    out["at_50_per_s"] = {
+        "worker": f"{INGEST_POOL[0]} -c {INGEST_POOL[1]}",
+        "p50_ms": median_of([r["stream"] for r in at50], "p50_ms"),
+        "p95_ms": median_of([r["stream"] for r in at50], "p95_ms"),
+        "p99_ms": median_of([r["stream"] for r in at50], "p99_ms"),
+        "over_1s_pct": median_of([r["stream"] for r in at50], "over_1s_pct"),
+        "runs": at50,
+    }
+    out["step_up"] = inbound.step_up(stack, plan["steps"], plan["step_s"])
+    stack.stop("worker")
+    stack.stop("web")
+
+
+def _profile(stack: Stack, count: int) -> dict:
+    from bench.hotpath import profile_paths
+
+    return profile_paths(stack, count)
+
+
+def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
+    """Sends/s at max rate and latency at 80/s for each worker pool, and the raw reference."""
+    outbound.seed(stack)
+    from bench.hotpath import profile_send
+
+    out["profile"] = profile_send(stack, plan["profile"])
+    stack.start_web()  # the bridge's own webhook, should anything call back
+    pools = {}
+    for pool, concurrency in plan["pools"]:
+        if pool == "gevent" and not _importable("gevent"):
+            pools[pool] = {"skipped": "gevent is not installed"}
+            continue
+        stack.flush_redis()
+        stack.start_worker(pool, concurrency)
+        try:
+            maxed = [
+                outbound.run(stack, f"max{pool}", plan["out_max"], None, timeout_s=120)
+                for _ in range(plan["repeats"])
+            ]
+            at80 = [
+                outbound.run(stack, f"p80{pool}", int(80 * plan["out_paced_s"]), 80, 60)
+                for _ in range(plan["repeats"])
+            ]
+        finally:
+            stack.stop("worker")
+        pools[f"{pool} -c {concurrency}"] = {
+            "max_rate": {**medians(maxed), **_latency_medians(maxed), "runs": maxed},
+            "at_80_per_s": {**medians(at80), **_latency_medians(at80), "runs": at80},
+        }
+    out["pools"] = pools
+    refs = [outbound.reference(stack, plan["reference_sends"]) for _ in range(plan["repeats"])]
+    out["reference"] = {**medians(refs), "runs": refs}
+    stack.stop("web")
+
+
+def _latency_medians(runs: list[dict]) -> dict:
+    parts = [r["enqueue_to_graph"] for r in runs]
+    return {f"latency_{k}": median_of(parts, k) for k in ("p50_ms", "p95_ms", "p99_ms")}
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def bench_memory(stack: Stack, plan: dict, out: dict) -> None:
+    """Peak PSS/RSS of web, worker (threads), beat and the simulator under 50 msg/s each way."""
+    # The statuses (sent, delivered, read) ride along here, as under Meta.
+    stack.stop("simulator")
+    stack.simulator_env.pop("SIMULATOR_STATUS_FLOW", None)
+    stack.start_simulator()
+    outbound.seed(stack)
+    web = stack.start_web()
+    worker = stack.start_worker(*INGEST_POOL)
+    beat = stack.start_beat()
+    roots = {"web": web.pid, "worker": worker.pid, "beat": beat.pid}
+    roots["simulator"] = stack.procs["simulator"].pid
+    roots["redis"] = stack.procs["redis"].pid
+    seconds = plan["memory_s"]
+    result: dict = {}
+    with Sampler(roots) as sampler:
+        sender = threading.Thread(
+            target=lambda: result.update(
+                inbound=inbound.paced(stack, 50, seconds, "mem").get("stream")
+            ),
+            daemon=True,
+        )
+        sender.start()
+        result["outbound"] = outbound.run(stack, "mem", 50 * seconds, 50, timeout_s=60)
+        sender.join(seconds + 60)
+    out.update(sampler.report())
+    out["load"] = {"inbound_per_s": 50, "outbound_per_s": 50, "seconds": seconds, **result}
+    out["worker"] = f"{INGEST_POOL[0]} -c {INGEST_POOL[1]}"
+    for name in ("beat", "worker", "web"):
+        stack.stop(name)
+
+
+def table(report: dict) -> str:
+    """Render the headline figures beside their targets."""
+    lines = [f"alfred bench {report['started']}  plan={report['plan']}  db={report['db']}"]
+    row = "{:<48} {:>14} {:>22}".format
+    lines.append(row("measure", "value", "target"))
+    ib = report.get("inbound")
+    if ib:
+        pa = ib["peak_accept"]
+        lines += [
+            row(f"POST /webhook accepted/s ({pa['tool']})", pa["ours_peak_ok_per_s"], ">= 1000"),
+            row("no-work reference accepted/s", pa["reference_peak_ok_per_s"], ""),
+            row("ours / reference", pa["ratio"], ">= 0.5"),
+        ]
+        for name, d in ib["drain"].items():
+            lines.append(
+                row(f"drain to alfred-ingest/s ({name})", d["deliveries_per_s"], ">= 1000")
+            )
+        at50 = ib["at_50_per_s"]
+        lines += [
+            row("webhook->stream p50 ms at 50/s", at50["p50_ms"], "<= 250 (Meta median)"),
+            row("webhook->stream p95 ms at 50/s", at50["p95_ms"], "<= 100"),
+            row("webhook->stream p99 ms at 50/s", at50["p99_ms"], ""),
+            row("share over 1 s at 50/s (%)", at50["over_1s_pct"], "< 1 (Meta)"),
+        ]
+        best = ib["step_up"]["highest_holding"]
+        if best:
+            s = best["stream"]
+            lines.append(
+                row(
+                    f"highest rate that holds: {best['rate']}/s",
+                    f"p50 {s['p50_ms']} p95 {s['p95_ms']} p99 {s['p99_ms']}",
+                    "p95 <= 1000",
+                )
+            )
+        else:
+            lines.append(row("highest rate that holds", "none of the steps", ""))
+        prof = ib["profile"]
+        lines.append(
+            row(
+                "profiled ms/POST | ms/process_delivery",
+                f"{prof['webhook']['ms_per_request']} | "
+                f"{prof['process_delivery']['ms_per_delivery']}",
+                "",
+            )
+        )
+    ob = report.get("outbound")
+    if ob:
+        for name, p in ob["pools"].items():
+            if "skipped" in p:
+                lines.append(row(f"outbound {name}", "skipped", p["skipped"]))
+                continue
+            m, a = p["max_rate"], p["at_80_per_s"]
+            lines += [
+                row(f"sends/s max rate ({name})", m["sends_per_s"], ">= 500"),
+                row(
+                    "  enqueue->Graph p50/p95 ms at 80/s",
+                    f"{a['latency_p50_ms']}/{a['latency_p95_ms']}",
+                    "p95 <= 250",
+                ),
+                row(
+                    "  duplicates / lost / failed / errors",
+                    f"{_losses(m)} | {_losses(a)}",
+                    "0 dup, 0 lost",
+                ),
+            ]
+        ref = ob["reference"]
+        lines.append(
+            row(
+                "simulator raw answered/s | accepted/s",
+                f"{ref['answered_per_s']} | {ref['accepted_per_s']}",
+                "reference",
+            )
+        )
+    mem = report.get("memory")
+    if mem:
+        for name, p in mem["processes"].items():
+            lines.append(
+                row(
+                    f"peak PSS / RSS MB: {name} ({p['processes']} procs)",
+                    f"{p['peak_pss_mb']} / {p['peak_rss_mb']}",
+                    "",
+                )
+            )
+        lines.append(
+            row("peak PSS web+worker+beat MB", mem["peak_web_worker_beat_pss_mb"], "<= 256")
+        )
+    return "\n".join(lines)
+
+
+def _losses(run: dict) -> str:
+    return f"{run['duplicates']}/{run['lost']}/{run['failed']}/{run['graph_errors']}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the chosen sections on a private stack, print and save the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about three minutes, one repeat")
+    parser.add_argument("--only", choices=["inbound", "outbound", "memory"], action="append")
+    parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    args = parser.parse_args(argv)
+    plan_name = "quick" if args.quick else "full"
+    plan = PLANS[plan_name]
+    sections = args.only or ["inbound", "outbound", "memory"]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logs = RESULTS / f"logs-{stamp}"
+    report: dict = {"started": stamp, "plan": plan_name, "db": args.db, "sections": sections}
+    raise_on_sigterm()
+    stack = Stack(
+        db=args.db,
+        web_workers=args.web_workers,
+        web_threads=args.web_threads,
+        # Outbound is measured without status callbacks; the memory section turns them on.
+        simulator_env={"SIMULATOR_STATUS_FLOW": ""},
+        logs_dir=logs,
+    )
+    started = time.monotonic()
+    try:
+        stack.start_base()
+        report["web_setting"] = stack.web_setting()
+        for section in sections:
+            print(f"[bench] {section} ...", flush=True)
+            out: dict = {}
+            report[section] = out
+            {"inbound": bench_inbound, "outbound": bench_outbound, "memory": bench_memory}[section](
+                stack, plan, out
+            )
+    except KeyboardInterrupt:
+        report["interrupted"] = True
+        print("[bench] interrupted: stopping the stack", flush=True)
+    finally:
+        stack.close()
+        report["seconds"] = round(time.monotonic() - started, 1)
+        path = RESULTS / f"bench-{stamp}.json"
+        path.write_text(json.dumps(report, indent=2, default=str))
+    try:
+        print(table(report))
+    except (KeyError, TypeError) as exc:  # a section cut short: the JSON still has the rest
+        print(f"[bench] no table for an incomplete report ({exc!r})")
+    print(f"[bench] full results: {path} (process logs: {logs})")
+    return 1 if report.get("interrupted") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
