@@ -384,3 +384,18 @@ def test_parts_can_wait_for_the_previous_part_to_be_delivered(
     )
     assert sender.send(message).status == "sent"
     assert [m["key"] for m in simulator.state.messages()] == ["ordered#1/2", "ordered#2/2"]
+
+
+def test_an_inbound_message_is_marked_read_with_a_typing_indicator(simulator, env):
+    import requests
+
+    from alfred.tasks import mark_as_read
+
+    inbound = requests.post(
+        f"{simulator.url}/_sim/inbound",
+        json={"tenant": "home", "from": USER, "type": "text", "text": "hi"},
+        timeout=5,
+    ).json()
+    wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
+    assert mark_as_read.apply(args=["home", wamid], kwargs={"typing_indicator": True}).get()
+    assert simulator.state.stats()["tenants"]["home"]["marked_read"] == 1
