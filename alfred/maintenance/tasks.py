@@ -1,4 +1,4 @@
-"""Celery tasks of upkeep: the journal sweeper."""
+"""Celery tasks of upkeep: the journal sweeper, on a timer and when a worker starts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from alfred import runtime
-from alfred.ingest.receive import REDRIVE_AFTER_S, ingest_journal
+from alfred.ingest.receive import REDRIVE_AFTER_S as INGEST_REDRIVE_AFTER_S
+from alfred.ingest.receive import ingest_journal
 from alfred.ingest.tasks import publish_ingest
 from alfred.maintenance.sweeper import sweep
 from alfred.outbound.journal import REDRIVE_AFTER_S as SEND_REDRIVE_AFTER_S
@@ -19,21 +20,24 @@ from alfred.outbound.journal import outbound_journal, publish_send
 # seconds, not REDRIVE_AFTER_S.
 ON_START_MIN_AGE_S = 5.0
 
+# name, journal, how long an entry waits before it is re-driven (again), how to re-drive it
+JOURNALS = (
+    ("ingest", ingest_journal, INGEST_REDRIVE_AFTER_S, publish_ingest),
+    ("outbound", outbound_journal, SEND_REDRIVE_AFTER_S, publish_send),
+)
 
-def sweep_all(now: float | None = None) -> dict[str, int]:
-    """Re-drive both journals; return how many entries each re-published."""
+
+def sweep_all(now: float | None = None, *, min_age: float | None = None) -> dict[str, int]:
+    """Re-drive both journals' overdue entries (or, with min_age, all entries that old)."""
     client = runtime.redis_client()
-    ingest = sweep(
-        ingest_journal(client), "ingest", lease=REDRIVE_AFTER_S, publish=publish_ingest, now=now
-    )
-    sends = sweep(
-        outbound_journal(client),
-        "outbound",
-        lease=SEND_REDRIVE_AFTER_S,
-        publish=publish_send,
-        now=now,
-    )
-    return {"ingest": len(ingest), "outbound": len(sends)}
+    now = time.time() if now is None else now
+    counts = {}
+    for name, journal, lease, publish in JOURNALS:
+        # An entry falls due `lease` seconds after it was written: shifting the clock by
+        # lease - min_age selects the entries written at least min_age seconds ago.
+        at = now if min_age is None else now + lease - min_age
+        counts[name] = len(sweep(journal(client), name, lease=lease, publish=publish, now=at))
+    return counts
 
 
 @shared_task(name="alfred.sweep_journals", ignore_result=True)
@@ -44,19 +48,4 @@ def sweep_journals() -> dict[str, int]:
 
 @worker_ready.connect
 def _sweep_on_start(**_kwargs) -> None:
-    now = time.time()
-    client = runtime.redis_client()
-    sweep(
-        ingest_journal(client),
-        "ingest",
-        lease=REDRIVE_AFTER_S,
-        publish=publish_ingest,
-        now=now + REDRIVE_AFTER_S - ON_START_MIN_AGE_S,
-    )
-    sweep(
-        outbound_journal(client),
-        "outbound",
-        lease=SEND_REDRIVE_AFTER_S,
-        publish=publish_send,
-        now=now + SEND_REDRIVE_AFTER_S - ON_START_MIN_AGE_S,
-    )
+    sweep_all(min_age=ON_START_MIN_AGE_S)
