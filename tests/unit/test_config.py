@@ -1,0 +1,87 @@
+"""Settings from the environment: tenants, database URLs, versions, and secrets kept hidden."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alfred.config import ConfigError, Secret, Settings, normalise_database_url
+
+TOKEN = "EAAG-very-secret-token"
+
+
+def settings(**env) -> Settings:
+    return Settings.from_env({"ALFRED_VAR_DIR": "/tmp", **env})
+
+
+def test_tenants_come_from_alfred_tenants_with_their_own_rates():
+    s = settings(
+        ALFRED_TENANTS=json.dumps(
+            {
+                "home": {"phone_number_id": "1", "waba_id": "10", "token": TOKEN},
+                "biz": {"phone_number_id": 2, "waba_id": "20", "token": "t2", "mps": 1000},
+            }
+        )
+    )
+    assert s.tenant_by_phone_number_id("2").tenant_id == "biz"
+    assert s.tenant_by_waba_id("10").tenant_id == "home"
+    assert (s.tenants["home"].mps, s.tenants["biz"].mps) == (80, 1000)
+    assert s.tenant_by_phone_number_id("3") is None
+
+
+def test_without_alfred_tenants_one_home_tenant_comes_from_the_seed_variables():
+    s = settings(META_PHONE_ID="555", META_TOKEN=TOKEN)
+    assert list(s.tenants) == ["home"]
+    assert s.tenants["home"].token.reveal() == TOKEN
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"home": {}}', "phone_number_id"),
+        ('{"home": {"phone_number_id": "1", "mps": 5000}}', "mps"),
+        ('{"a": {"phone_number_id": "1"}, "b": {"phone_number_id": "1"}}', "share"),
+    ],
+)
+def test_impossible_tenant_configurations_fail_loudly(raw, words):
+    with pytest.raises(ConfigError, match=words):
+        settings(ALFRED_TENANTS=raw)
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("postgres://u:p@db:5432/x", "postgresql+psycopg://u:p@db:5432/x"),
+        ("postgresql://u@db/x", "postgresql+psycopg://u@db/x"),
+        ("sqlite:///var/a.db", "sqlite:///var/a.db"),
+    ],
+)
+def test_postgres_urls_from_fly_and_supabase_are_accepted(url, expected):
+    assert normalise_database_url(url) == expected
+
+
+def test_the_default_database_is_sqlite_under_var():
+    assert settings().database_url.startswith("sqlite:///")
+
+
+def test_an_expired_graph_version_is_refused_and_the_default_is_supported():
+    with pytest.raises(ConfigError, match="no longer served"):
+        settings(GRAPH_API_VERSION="v18.0")
+    assert settings().graph_api_version == "v25.0"
+    assert settings(GRAPH_API_VERSION="24.0").graph_api_version == "v24.0"
+
+
+def test_secrets_never_show_in_repr_or_str():
+    s = settings(
+        ALFRED_TENANTS=json.dumps({"home": {"phone_number_id": "1", "token": TOKEN}}),
+        META_APP_SECRET="app-secret-value",
+        META_VERIFY_TOKEN="verify-value",
+        ALFRED_ENCRYPTION_KEY="key-value",
+    )
+    shown = repr(s) + str(s) + repr(s.tenants) + str(Secret(TOKEN)) + f"{Secret(TOKEN)}"
+    for value in (TOKEN, "app-secret-value", "verify-value", "key-value"):
+        assert value not in shown
+    assert s.app_secrets[0] == Secret("app-secret-value")
