@@ -70,7 +70,9 @@ worker_max_memory_per_child = int(os.environ.get("WORKER_MAX_MEMORY_KB", "200000
 worker_hijack_root_logger = False
 # Flower switches task events on when it connects; off by default they cost nothing.
 worker_send_task_events = False
-task_send_sent_event = True
+# No task-sent event: it doubles the Redis writes of every webhook (one more PUBLISH per task),
+# and Flower shows received, started and succeeded without it.
+task_send_sent_event = False
 
 beat_schedule = {
     # Re-drive journal entries whose task was lost (see alfred/journal.py).
