@@ -20,7 +20,10 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
+    # fails its statement instead; the task retries (autoretry on OperationalError), the pool
+    # replaces the connection, and pool_recycle keeps idle ones younger than poolers' cut-off.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=300)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -52,12 +55,20 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
+def dialect_insert(session: Session):
+    """Return the INSERT construct of the session's dialect (for ON CONFLICT clauses)."""
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
 def insert_ignoring_conflicts(
     session: Session, table: Any, rows: Sequence[dict], keys: Sequence[str]
 ):
-    """Insert rows, skipping those whose unique keys already exist (PostgreSQL and SQLite)."""
+    """Insert rows, skipping those whose unique keys already exist (PostgreSQL and SQLite).
+
+    The rows go as parameters of one statement (executemany), so the statement is compiled
+    once and cached, however many rows and deliveries come through.
+    """
     if not rows:
         return None
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=list(keys))
-    return session.execute(statement)
+    statement = dialect_insert(session)(table).on_conflict_do_nothing(index_elements=list(keys))
+    return session.execute(statement, list(rows))

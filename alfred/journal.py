@@ -58,6 +58,14 @@ class Journal:
         if client is None:
             pipe.execute()
 
+    def done_many(self, entry_ids: list[str]) -> None:
+        """Forget several records at once."""
+        if entry_ids:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(self.records_key, *entry_ids)
+            pipe.zrem(self.due_key, *entry_ids)
+            pipe.execute()
+
     def claim_due(self, *, now: float | None = None, lease: float, limit: int = 500) -> list[str]:
         """Return overdue ids and push each one's due time `lease` seconds ahead, atomically."""
         now = time.time() if now is None else now

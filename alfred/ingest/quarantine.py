@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 STALE = "stale_timestamp"
 UNPARSEABLE = "invalid_json"
+FAILED = "ingest_failed"
 
 
 def fingerprint(*parts: object) -> str:
@@ -61,6 +62,19 @@ def hold_unparseable(
         session,
         print_=fingerprint(UNPARSEABLE, text),
         reason=UNPARSEABLE,
+        detail=detail,
+        delivery=text,
+        received_at=_at(received_at),
+    )
+
+
+def hold_failed(session: Session, body: bytes | str, *, detail: str, received_at: float) -> str:
+    """Keep a delivery that failed again and again (a bug, not bad input), for replay."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return _hold(
+        session,
+        print_=fingerprint(FAILED, text),
+        reason=FAILED,
         detail=detail,
         delivery=text,
         received_at=_at(received_at),

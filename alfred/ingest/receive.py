@@ -13,6 +13,10 @@ from alfred.journal import Journal
 INGEST_JOURNAL = "ingest"
 # A delivery still in the journal this long after arrival lost its task; re-drive it.
 REDRIVE_AFTER_S = 30.0
+# Ids of journaled deliveries waiting for a worker; a task takes a batch of them at once.
+READY_KEY = "alfred:ingest:ready"
+# How often each delivery failed on its own (see service.MAX_FAILURES).
+FAILURES_KEY = "alfred:ingest:failures"
 
 
 def ingest_journal(client: redis.Redis) -> Journal:
@@ -40,7 +44,10 @@ def accept_delivery(
 ) -> str:
     """Make a delivery durable and hand it to a worker; raise if Redis refuses either step."""
     delivery_id = uuid.uuid4().hex
-    journal.add(delivery_id, encode_record(received_at, body), due_in=REDRIVE_AFTER_S)
+    pipe = journal.client.pipeline(transaction=True)
+    journal.add(delivery_id, encode_record(received_at, body), due_in=REDRIVE_AFTER_S, client=pipe)
+    pipe.rpush(READY_KEY, delivery_id)
+    pipe.execute()
     publish(delivery_id)
     return delivery_id
 

@@ -47,7 +47,7 @@ def _replay_envelope(session: Session, row: QuarantinedEvent, client: redis.Redi
     )
     store_events(session, [event])
     session.commit()
-    (appended,) = append_events(client, [event])
+    (appended,) = append_events(client, [event], remember_sends=True)
     return "appended" if appended else "duplicate: already in alfred-ingest"
 
 

@@ -1,4 +1,4 @@
-"""Turn one journaled delivery into stream entries, stored rows and quarantined leftovers."""
+"""Turn journaled deliveries into stream entries, stored rows and quarantined leftovers."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from alfred import metrics
 from alfred.config import Settings
 from alfred.db import session_scope
 from alfred.ingest import quarantine
-from alfred.ingest.receive import decode_record, ingest_journal
+from alfred.ingest.receive import FAILURES_KEY, READY_KEY, decode_record, ingest_journal
 from alfred.ingest.send_failed import send_failed_for_status
 from alfred.ingest.storage import store_events
 from alfred.streams import SENT_TTL_S, IngestStream, sent_key, to_result
@@ -22,26 +23,79 @@ from alfred.whatsapp.inbound import InboundEvent, RejectedEvent, normalise_deliv
 log = logging.getLogger(__name__)
 
 
+# How many waiting deliveries one task takes at once: one transaction and one Redis round
+# trip then serve them all, which is what lets a 2-core machine keep up with Meta's bursts.
+BATCH_SIZE = 100
+# A delivery that fails this many times on its own (not for want of Redis or the database)
+# is quarantined with the error instead of being re-driven for ever.
+MAX_FAILURES = 5
+INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
+
+
 @dataclass
 class IngestOutcome:
-    """What became of one delivery."""
+    """What became of one or more deliveries."""
 
     appended: int = 0
     duplicates: int = 0
     quarantined: list[str] = field(default_factory=list)  # fingerprints
+    deliveries: int = 0
     already_done: bool = False
 
 
 def process_delivery(delivery_id: str, *, settings: Settings, client: redis.Redis) -> IngestOutcome:
-    """Ingest a journaled delivery, then forget it; a second run finds nothing to do."""
+    """Ingest the deliveries waiting in the ready list, in one go; this one is among them.
+
+    Every accepted delivery is pushed on the ready list with its journal record, and every
+    one publishes a task; each task pops up to BATCH_SIZE ids. The task whose delivery was
+    taken by an earlier batch finds the list shorter or empty, and has little to do.
+    """
+    _ = delivery_id  # its id is on the ready list; the task only says "there is work"
     journal = ingest_journal(client)
-    record = journal.get(delivery_id)
-    if record is None:
+    ids = [i.decode() for i in client.lpop(READY_KEY, BATCH_SIZE) or []]
+    if not ids:
         return IngestOutcome(already_done=True)
-    received_at, body = decode_record(record)
-    outcome = ingest_body(body, received_at=received_at, settings=settings, client=client)
-    journal.done(delivery_id)
+    records = client.hmget(journal.records_key, ids)
+    batch = [(i, decode_record(r)) for i, r in zip(ids, records, strict=True) if r is not None]
+    if not batch:
+        return IngestOutcome(already_done=True)
+    try:
+        outcome = ingest_bodies([item for _, item in batch], settings=settings, client=client)
+        done = [i for i, _ in batch]
+    except INFRASTRUCTURE:
+        raise  # the journal keeps them all; the sweeper re-drives them
+    except Exception:
+        log.exception("ingest.batch_failed", extra={"deliveries": len(batch)})
+        outcome, done = _one_by_one(batch, settings=settings, client=client)
+    journal.done_many(done)
     return outcome
+
+
+def _one_by_one(batch, *, settings: Settings, client: redis.Redis) -> tuple[IngestOutcome, list]:
+    """Ingest each delivery alone, so one that breaks holds back no other; return those done."""
+    total, done = IngestOutcome(), []
+    for delivery_id, (received_at, body) in batch:
+        try:
+            outcome = ingest_bodies([(received_at, body)], settings=settings, client=client)
+        except INFRASTRUCTURE:
+            raise
+        except Exception as exc:
+            failures = client.hincrby(FAILURES_KEY, delivery_id, 1)
+            log.exception(
+                "ingest.delivery_failed",
+                extra={"delivery_id": delivery_id, "failures": failures},
+            )
+            if failures < MAX_FAILURES:
+                continue  # still journaled: the sweeper re-drives it when it falls due
+            with session_scope(settings.database_url) as session:
+                print_ = quarantine.hold_failed(
+                    session, body, detail=f"{type(exc).__name__}: {exc}", received_at=received_at
+                )
+            outcome = IngestOutcome(quarantined=[print_])
+        client.hdel(FAILURES_KEY, delivery_id)
+        _add(total, outcome)
+        done.append(delivery_id)
+    return total, done
 
 
 def ingest_body(
@@ -52,61 +106,97 @@ def ingest_body(
     client: redis.Redis,
     check_skew: bool = True,
 ) -> IngestOutcome:
-    """Normalise a delivery, store it, quarantine what cannot go on, append the rest once."""
-    outcome = IngestOutcome()
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        with session_scope(settings.database_url) as session:
-            fingerprint = quarantine.hold_unparseable(
-                session, body, detail=f"body is not JSON: {exc}", received_at=received_at
-            )
-        outcome.quarantined.append(fingerprint)
-        return outcome
-
-    results = normalise_delivery(
-        payload,
-        tenant_for_phone=lambda pid: _tenant_id(settings.tenant_by_phone_number_id(pid)),
-        tenant_for_waba=lambda waba: _tenant_id(settings.tenant_by_waba_id(waba)),
-        received_at=received_at,
+    """Ingest one delivery's body (replays and tests); see ingest_bodies."""
+    return ingest_bodies(
+        [(received_at, body)], settings=settings, client=client, check_skew=check_skew
     )
-    max_skew = settings.webhook_max_skew_s if check_skew else None
-    events, stale, rejected = _partition(results, received_at, max_skew)
 
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+
+def ingest_bodies(
+    batch: list[tuple[float, bytes | str]],
+    *,
+    settings: Settings,
+    client: redis.Redis,
+    check_skew: bool = True,
+) -> IngestOutcome:
+    """Normalise deliveries, store them, quarantine what cannot go on, append the rest once."""
+    outcome = IngestOutcome(deliveries=len(batch))
+    max_skew = settings.webhook_max_skew_s if check_skew else None
+    events: list[InboundEvent] = []
+    arrivals: list[float] = []
     with session_scope(settings.database_url) as session:
+        for received_at, body in batch:
+            try:
+                payload = json.loads(body)
+            except ValueError as exc:
+                outcome.quarantined.append(
+                    quarantine.hold_unparseable(
+                        session, body, detail=f"body is not JSON: {exc}", received_at=received_at
+                    )
+                )
+                continue
+            results = normalise_delivery(
+                payload,
+                tenant_for_phone=lambda pid: _tenant_id(settings.tenant_by_phone_number_id(pid)),
+                tenant_for_waba=lambda waba: _tenant_id(settings.tenant_by_waba_id(waba)),
+                received_at=received_at,
+            )
+            fresh, stale, rejected = _partition(results, received_at, max_skew)
+            events.extend(fresh)
+            arrivals.extend([received_at] * len(fresh))
+            for event in stale:
+                outcome.quarantined.append(
+                    quarantine.hold_stale(
+                        session, event, received_at=received_at, max_skew=max_skew
+                    )
+                )
+            if rejected:
+                text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+                for rejection in rejected:
+                    outcome.quarantined.append(
+                        quarantine.hold_rejected(
+                            session, rejection, delivery=text, received_at=received_at
+                        )
+                    )
         # Rows first: the orchestrator may answer the instant an event is in the stream,
         # and its send needs the customer-service window this opens.
         store_events(session, events)
-        failures = [send_failed_for_status(session, e) for e in events if _is_failed(e)]
-        for event in stale:
-            outcome.quarantined.append(
-                quarantine.hold_stale(session, event, received_at=received_at, max_skew=max_skew)
-            )
-        for rejection in rejected:
-            outcome.quarantined.append(
-                quarantine.hold_rejected(session, rejection, delivery=text, received_at=received_at)
-            )
+        failures, failed_arrivals = [], []
+        for event, received_at in zip(events, arrivals, strict=True):
+            if _is_failed(event):
+                failures.append(send_failed_for_status(session, event))
+                failed_arrivals.append(received_at)
+    arrivals += failed_arrivals
 
-    remember_accepted_sends(client, events)
-    appended = append_events(client, events + failures)
-    for event, added in zip(events + failures, appended, strict=True):
+    appended = append_events(client, events + failures, remember_sends=True)
+    now = time.time()
+    for event, added, received_at in zip(events + failures, appended, arrivals, strict=True):
         outcome.appended += added
         outcome.duplicates += not added
         metrics.INGEST_EVENTS.labels(
             event.tenant_id, event.event, "appended" if added else "duplicate"
         ).inc()
-    if outcome.appended:
-        metrics.INGEST_LATENCY.observe(max(0.0, time.time() - received_at))
+        if added:
+            metrics.INGEST_LATENCY.observe(max(0.0, now - received_at))
     return outcome
 
 
-def append_events(client: redis.Redis, events: list[InboundEvent]) -> list[bool]:
+def _add(total: IngestOutcome, part: IngestOutcome) -> None:
+    total.appended += part.appended
+    total.duplicates += part.duplicates
+    total.quarantined.extend(part.quarantined)
+    total.deliveries += part.deliveries
+
+
+def append_events(
+    client: redis.Redis, events: list[InboundEvent], *, remember_sends: bool = False
+) -> list[bool]:
     """Append each event once, in order, in one round trip; return which were new."""
     if not events:
         return []
     stream = IngestStream(client)
     pipe = client.pipeline(transaction=False)
+    marks = remember_accepted_sends(pipe, events) if remember_sends else 0
     for event in events:
         stream.append_once(
             tenant_id=event.tenant_id,
@@ -115,24 +205,23 @@ def append_events(client: redis.Redis, events: list[InboundEvent]) -> list[bool]
             payload=json.dumps(event.envelope, ensure_ascii=False, separators=(",", ":")),
             client=pipe,
         )
-    return [to_result(raw).appended for raw in pipe.execute()]
+    return [to_result(raw).appended for raw in pipe.execute()[marks:]]
 
 
-def remember_accepted_sends(client: redis.Redis, events: list[InboundEvent]) -> None:
+def remember_accepted_sends(pipe, events: list[InboundEvent]) -> int:
     """Mark our messages that Meta reports on as sent, keyed as the sender keys them.
 
     A sender killed after Meta accepted a message but before it recorded the wamid leaves
     no trace; the status webhook, which echoes the key in biz_opaque_callback_data, does.
     The re-driven send then finds the key sent and does not send it twice.
     """
-    pipe = None
+    queued = 0
     for event in events:
         key = event.envelope.get("biz_opaque_callback_data") if event.event == "status" else None
         if key:
-            pipe = pipe or client.pipeline(transaction=False)
             pipe.set(sent_key(event.tenant_id, str(key)), event.id, nx=True, ex=SENT_TTL_S)
-    if pipe is not None:
-        pipe.execute()
+            queued += 1
+    return queued
 
 
 def _tenant_id(tenant) -> str | None:

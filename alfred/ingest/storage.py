@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from alfred.db import insert_ignoring_conflicts
+from alfred.db import dialect_insert, insert_ignoring_conflicts
 from alfred.models import CustomerWindow, Message, MessageStatus
 from alfred.models.base import utcnow
 from alfred.models.messages import INBOUND, OUTBOUND
@@ -33,12 +31,21 @@ def _at(timestamp: int | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
 
 
+def _fits_integer_column(value: object) -> bool:
+    # A code too large for the column would fail the whole batch's transaction.
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+
+
+def _clip(value: object, size: int) -> str | None:
+    return str(value)[:size] if value is not None else None
+
+
 def user_keys(envelope: dict) -> list[str]:
     """Return every name a user goes by: phone number (digits) and BSUID."""
     keys = []
     phone = envelope.get("from")
     if phone:
-        keys.append(phone_key(phone))
+        keys.append(phone_key(phone)[:64])
     if envelope.get("user_id"):
         keys.append(envelope["user_id"])
     return keys
@@ -67,9 +74,10 @@ def _store_messages(session: Session, events: Iterable[InboundEvent]) -> None:
             "tenant_id": e.tenant_id,
             "direction": INBOUND,
             "wamid": e.id,
-            "wa_id": e.envelope.get("from"),
-            "user_id": e.envelope.get("user_id"),
-            "username": e.envelope.get("username"),
+            # Clipped to their columns: an odd value must not fail the whole batch.
+            "wa_id": _clip(e.envelope.get("from"), 32),
+            "user_id": _clip(e.envelope.get("user_id"), 64),
+            "username": _clip(e.envelope.get("username"), 128),
             "type": str(e.envelope.get("type") or "unknown")[:32],
             "body": e.envelope.get("text"),
             "payload": e.envelope.get("raw"),
@@ -104,8 +112,7 @@ def _open_windows(session: Session, events: Iterable[InboundEvent]) -> None:
         for (tenant_id, key), ts in sorted(latest.items())
     ]
     table = CustomerWindow.__table__
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table).values(rows)
+    statement = dialect_insert(session)(table)
     statement = statement.on_conflict_do_update(
         index_elements=["tenant_id", "user_key"],
         set_={
@@ -115,7 +122,7 @@ def _open_windows(session: Session, events: Iterable[InboundEvent]) -> None:
         # An older message arriving late must not shorten the window.
         where=table.c.last_inbound_at < statement.excluded.last_inbound_at,
     )
-    session.execute(statement)
+    session.execute(statement, rows)
 
 
 def _store_statuses(session: Session, events: Sequence[InboundEvent]) -> None:
@@ -137,34 +144,54 @@ def _store_statuses(session: Session, events: Sequence[InboundEvent]) -> None:
     insert_ignoring_conflicts(
         session, MessageStatus.__table__, rows, ["tenant_id", "wamid", "status"]
     )
-    for e in events:
-        advance_outbound_status(session, e)
+    advance_outbound_statuses(session, events)
 
 
-def advance_outbound_status(session: Session, event: InboundEvent) -> None:
-    """Move our outbound record forward to this status, never backwards."""
-    status = str(event.envelope.get("status"))
-    rank = STATUS_RANK.get(status)
-    if rank is None:
-        return
-    lower = [name for name, r in STATUS_RANK.items() if r < rank]
-    values: dict = {"status": status, "updated_at": utcnow()}
-    if status == "failed":
+def advance_outbound_statuses(session: Session, events: Sequence[InboundEvent]) -> None:
+    """Move our outbound records forward to each status, never backwards.
+
+    One executemany per status, lowest rank first, so a batch holding `delivered` and
+    `read` of one message ends at `read` whatever order Meta sent them in.
+    """
+    by_status: dict[str, list[dict]] = {}
+    now = utcnow()
+    for event in events:
+        status = str(event.envelope.get("status"))
+        if status not in STATUS_RANK:
+            continue
         errors = event.envelope.get("errors") or [{}]
-        first = errors[0] if isinstance(errors[0], dict) else {}
-        values["error_code"] = first.get("code") if isinstance(first.get("code"), int) else None
-        values["error_reason"] = "failed_status"
-        values["error_detail"] = str(first.get("title") or first.get("message") or "")[:2000]
-    session.execute(
-        update(Message)
-        .where(
-            Message.tenant_id == event.tenant_id,
-            Message.wamid == event.id,
-            Message.direction == OUTBOUND,
-            Message.status.in_(lower),
+        first = errors[0] if isinstance(errors, list) and isinstance(errors[0], dict) else {}
+        code = first.get("code")
+        by_status.setdefault(status, []).append(
+            {
+                "b_tenant": event.tenant_id,
+                "b_wamid": event.id,
+                "b_now": now,
+                "b_code": code if _fits_integer_column(code) else None,
+                "b_detail": str(first.get("title") or first.get("message") or "")[:2000] or None,
+            }
         )
-        .values(**values)
-    )
+    table = Message.__table__
+    for status in sorted(by_status, key=STATUS_RANK.__getitem__):
+        lower = [name for name, rank in STATUS_RANK.items() if rank < STATUS_RANK[status]]
+        values: dict = {"status": status, "updated_at": bindparam("b_now")}
+        if status == "failed":
+            values.update(
+                error_code=bindparam("b_code"),
+                error_reason="failed_status",
+                error_detail=bindparam("b_detail"),
+            )
+        statement = (
+            update(table)
+            .where(
+                table.c.tenant_id == bindparam("b_tenant"),
+                table.c.wamid == bindparam("b_wamid"),
+                table.c.direction == OUTBOUND,
+                table.c.status.in_(lower),
+            )
+            .values(**values)
+        )
+        session.execute(statement, by_status[status])
 
 
 def outbound_for_wamid(session: Session, tenant_id: str, wamid: str) -> Message | None:

@@ -7,6 +7,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
+from alfred.ingest.receive import READY_KEY
 from alfred.ingest.service import process_delivery
 
 
@@ -19,13 +20,23 @@ from alfred.ingest.service import process_delivery
     max_retries=8,
 )
 def ingest_delivery(delivery_id: str) -> dict:
-    """Ingest one journaled webhook delivery into «alfred-ingest» (idempotent)."""
+    """Ingest journaled webhook deliveries into «alfred-ingest», a batch at a time (idempotent)."""
     outcome = process_delivery(
         delivery_id, settings=runtime.settings(), client=runtime.redis_client()
     )
-    return {"appended": outcome.appended, "duplicates": outcome.duplicates}
+    return {
+        "deliveries": outcome.deliveries,
+        "appended": outcome.appended,
+        "duplicates": outcome.duplicates,
+    }
 
 
 def publish_ingest(delivery_id: str) -> None:
     """Publish the ingest task for a journaled delivery, failing fast if the broker is down."""
     ingest_delivery.apply_async(args=[delivery_id])
+
+
+def redrive_ingest(delivery_id: str) -> None:
+    """Put a stalled delivery back on the ready list and publish a task for it (the sweeper)."""
+    runtime.redis_client().rpush(READY_KEY, delivery_id)
+    publish_ingest(delivery_id)

@@ -10,19 +10,20 @@ from celery.signals import worker_ready
 from alfred import runtime
 from alfred.ingest.receive import REDRIVE_AFTER_S as INGEST_REDRIVE_AFTER_S
 from alfred.ingest.receive import ingest_journal
-from alfred.ingest.tasks import publish_ingest
+from alfred.ingest.tasks import redrive_ingest
 from alfred.maintenance.sweeper import sweep
 from alfred.outbound.journal import REDRIVE_AFTER_S as SEND_REDRIVE_AFTER_S
 from alfred.outbound.journal import outbound_journal, publish_send
 
-# A worker that starts re-drives at once what arrived this long ago and is still pending,
-# instead of waiting for the entry to fall due: recovery after an OOM kill then takes
-# seconds, not REDRIVE_AFTER_S.
-ON_START_MIN_AGE_S = 5.0
+# A worker that starts re-drives at once everything still pending, instead of waiting for
+# each entry to fall due: work popped by a worker that was then killed (a whole ingest batch,
+# a send mid-call) is back within seconds of the restart. Entries another live worker is on
+# are re-driven too; that costs a no-op task each (their records are gone or deduplicated).
+ON_START_MIN_AGE_S = 0.0
 
 # name, journal, how long an entry waits before it is re-driven (again), how to re-drive it
 JOURNALS = (
-    ("ingest", ingest_journal, INGEST_REDRIVE_AFTER_S, publish_ingest),
+    ("ingest", ingest_journal, INGEST_REDRIVE_AFTER_S, redrive_ingest),
     ("outbound", outbound_journal, SEND_REDRIVE_AFTER_S, publish_send),
 )
 

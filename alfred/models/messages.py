@@ -24,9 +24,9 @@ class Message(TenantScoped, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     direction: Mapped[str] = mapped_column(String(8))
-    wamid: Mapped[str | None] = mapped_column(String(255))
+    wamid: Mapped[str | None] = mapped_column(String(512))
     # Outbound only: the orchestrator's key, or one fixed at enqueue; never derived from content.
-    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(512))
     wa_id: Mapped[str | None] = mapped_column(String(32), index=True)
     user_id: Mapped[str | None] = mapped_column(String(64), index=True)
     username: Mapped[str | None] = mapped_column(String(128))
@@ -50,7 +50,7 @@ class MessageStatus(TenantScoped, Base):
     __table_args__ = (UniqueConstraint("tenant_id", "wamid", "status"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    wamid: Mapped[str] = mapped_column(String(255))
+    wamid: Mapped[str] = mapped_column(String(512))
     status: Mapped[str] = mapped_column(String(16))
     meta_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     errors: Mapped[list | None] = mapped_column(JSONType)
@@ -69,7 +69,7 @@ class SendAttempt(TenantScoped, Base):
     http_status: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_reason: Mapped[str | None] = mapped_column(String(64))
-    wamid: Mapped[str | None] = mapped_column(String(255))
+    wamid: Mapped[str | None] = mapped_column(String(512))
     # The Graph request body with tokens redacted (tokens never travel in bodies, but be sure).
     payload: Mapped[dict | None] = mapped_column(JSONType)
     duration_ms: Mapped[float | None] = mapped_column()

@@ -38,9 +38,18 @@ TEXT_LIMIT = 4096
 LOCK_TTL_MS = 20_000
 # Waits shorter than this are slept inside the task instead of a round trip through the broker.
 INLINE_WAIT_S = 0.5
-# After an answer that never came (read timeout), wait this long before trying again: if Meta
-# did accept the message, its status webhook marks the key sent meanwhile, and the retry stops.
-IN_DOUBT_WAIT_S = 15.0
+# After an attempt whose answer never came (a read timeout, a worker killed mid-call), no new
+# attempt is made for this long: if Meta did accept the message, its status webhook marks
+# the key sent meanwhile, even when that webhook itself must wait for the ingest sweeper
+# (due 30 s after arrival, swept every 10 s).
+IN_DOUBT_GRACE_S = 45.0
+MARKER_TTL_S = 300
+# Release the lock if it is still ours; drop the "calling Meta" marker unless told to keep it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[2] == '0' then redis.call('DEL', KEYS[2]) end
+return 1
+"""
 
 
 @dataclass
@@ -90,6 +99,7 @@ class Sender:
         self.tier = tier
         self.chunk_order = chunk_order
         self.journal = outbound_journal(client)
+        self._release = client.register_script(_RELEASE)
 
     def send(self, message: object) -> SendOutcome:
         """Send a message once, or say when to try again, or record why it never will be."""
@@ -137,15 +147,28 @@ class Sender:
             )
 
         lock = f"alfred:sending:{tenant.tenant_id}:{key}"
+        marker = f"alfred:calling:{tenant.tenant_id}:{key}"
         token = uuid.uuid4().hex
-        if not self.client.set(lock, token, nx=True, px=LOCK_TTL_MS):
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(lock, token, nx=True, px=LOCK_TTL_MS)
+        pipe.get(marker)
+        locked, calling_since = pipe.execute()
+        if not locked:
             return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
+        outcome = None
         try:
-            return self._send_parts(tenant, message, parts, attempts)
+            doubt = float(calling_since) + IN_DOUBT_GRACE_S - time.time() if calling_since else 0
+            if doubt > 0:
+                # An earlier attempt died calling Meta: it may have been accepted. Its status
+                # webhook, if any, marks the key sent within the grace; look again soon.
+                outcome = SendOutcome("retry", retry_in=min(doubt, 5.0), reason="in_doubt")
+                return outcome
+            outcome = self._send_parts(tenant, message, parts, attempts, marker)
+            return outcome
         finally:
-            # Release only our own lock: a slow call may have let it expire and pass on.
-            if self.client.get(lock) == token.encode():
-                self.client.delete(lock)
+            # An answer that never came leaves the marker: the retry must wait for the grace.
+            keep_marker = outcome is not None and outcome.reason in ("in_doubt", "no_answer")
+            self._release(keys=[lock, marker], args=[token, int(keep_marker)])
 
     @staticmethod
     def _validate(message: dict) -> dict:
@@ -175,7 +198,9 @@ class Sender:
             for i, chunk in enumerate(chunks)
         ]
 
-    def _send_parts(self, tenant: Tenant, message: dict, parts, attempts: int) -> SendOutcome:
+    def _send_parts(
+        self, tenant: Tenant, message: dict, parts, attempts: int, marker: str
+    ) -> SendOutcome:
         wamids: list[str] = []
         recipient = (recipient_keys(message) or ["?"])[0]
         previous: str | None = None
@@ -199,6 +224,7 @@ class Sender:
             lag = time.time() - float(message.get("enqueued_at") or time.time())
             metrics.SEND_LAG.labels(tenant.tenant_id).observe(max(0.0, lag))
             started = time.perf_counter()
+            self.client.set(marker, repr(time.time()), ex=MARKER_TTL_S)
             try:
                 result = self.graph.send_message(
                     tenant.phone_number_id, current_token(tenant, self.settings), body
@@ -282,10 +308,15 @@ class Sender:
             return self._finish_failed(
                 tenant, message, reason=exc.reason, errors=[exc.as_record()], status="dead_lettered"
             )
-        floor = max(
-            exc.min_retry_delay_s or 0.0, IN_DOUBT_WAIT_S if exc.may_have_been_delivered else 0.0
+        if exc.may_have_been_delivered:
+            return SendOutcome(
+                "retry",
+                retry_in=max(backoff(attempt, exc.min_retry_delay_s), 5.0),
+                reason="no_answer",
+            )
+        return SendOutcome(
+            "retry", retry_in=backoff(attempt, exc.min_retry_delay_s), reason=exc.reason
         )
-        return SendOutcome("retry", retry_in=backoff(attempt, floor), reason=exc.reason)
 
     def _finish_failed(
         self, tenant: Tenant, message: dict, *, reason: str, errors: list[dict], status: str

@@ -269,3 +269,30 @@ def test_unicode_everywhere_survives_to_the_stream(settings, redis_client):
     )
     texts = [e["envelope"].get("text") or "" for e in stream_entries(redis_client)]
     assert any(any(ord(ch) > 0xFFFF for ch in t) for t in texts)  # an emoji made it through
+
+
+def test_an_absurd_error_code_does_not_break_the_batch(settings, redis_client, env):
+    payload = fixture("status_failed")
+    payload["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"] = 10**20
+    outcome = ingest_body(body_of(payload), received_at=time.time(), settings=settings,
+                          client=redis_client)
+    assert outcome.appended == 2  # the failed status and its send_failed
+
+
+def test_a_worker_takes_the_waiting_deliveries_as_one_batch(web, settings, redis_client, env):
+    from alfred.ingest.receive import READY_KEY
+    from alfred.ingest.service import process_delivery
+
+    ids = []
+    for i in range(5):
+        payload = fixture("text")
+        payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = f"wamid.batch{i}"
+        body = body_of(payload)
+        ids.append(web.post("/webhook", data=body,
+                            headers=signed_headers(body, APP_SECRET)).get_json()["delivery_id"])
+    assert redis_client.llen(READY_KEY) == 5
+    outcome = process_delivery(ids[0], settings=settings, client=redis_client)
+    assert (outcome.deliveries, outcome.appended) == (5, 5)
+    assert ingest_journal(redis_client).size() == 0
+    # The tasks of the other four find nothing left to do.
+    assert process_delivery(ids[1], settings=settings, client=redis_client).already_done
