@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 # Meta's payloads reach 3 MB (FACTS F2); the limit sits above that, so only abuse gets 413.
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
@@ -10,6 +13,10 @@ MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the web process: webhook, health and metrics endpoints."""
+    # Flask is imported here, not at the top: every process imports this package, and beat
+    # and the worker have no use for Flask's ~15 MB (docs/benchmarks.md, Memory).
+    from flask import Flask
+
     from alfred import logs
     from alfred.web import health, webhook
 

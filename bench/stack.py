@@ -279,6 +279,7 @@ class Stack:
                 "2048",
                 "--log-level",
                 "warning",
+                "--preload",  # as the Procfile: the app imported once, shared by the workers
             ],
         )
         wait_port(self.web_port)
@@ -319,16 +320,16 @@ class Stack:
 
     def start_beat(self) -> Proc:
         """Start Celery beat (its schedule file in the stack's temp dir)."""
+        # As the Procfile: beat's own app (no task modules) started without the `celery` CLI.
         return self._spawn(
             "beat",
             [
-                tool("celery"),
-                "-A",
-                "alfred.celery_app",
-                "beat",
+                sys.executable,
+                "-m",
+                "alfred.beat_app",
                 "--loglevel",
                 "WARNING",
-                "-s",
+                "--schedule",
                 str(self.tmp / "beat-schedule"),
             ],
         )

@@ -97,9 +97,9 @@ mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 # honcho gives each process its own PORT; pin ours, so every process agrees on the web port.
 PROCFILE="$VAR/Procfile.run"
 {
-    echo "web: PORT=$PORT exec gunicorn wsgi:app --bind 127.0.0.1:$PORT --workers 2 --threads 4 --worker-class gthread"
+    echo "web: PORT=$PORT exec gunicorn wsgi:app --bind 127.0.0.1:$PORT --workers 2 --threads 4 --worker-class gthread --preload"
     echo "worker: PORT=$PORT exec celery -A alfred.celery_app worker -P threads -c 8 -Q ingest,outbound,alfred --loglevel INFO"
-    echo "beat: PORT=$PORT exec celery -A alfred.celery_app beat --schedule $VAR/celerybeat-schedule --loglevel INFO"
+    echo "beat: PORT=$PORT exec python -m alfred.beat_app --schedule $VAR/celerybeat-schedule --loglevel INFO"
     echo "flower: PORT=$PORT exec celery -A alfred.celery_app flower --address=127.0.0.1 --port=$FLOWER_PORT"
     echo "outbox: PORT=$PORT exec python -m alfred outbox"
     if [[ -n "$SIMULATE" ]]; then

@@ -1,0 +1,46 @@
+"""The `beat` process: a Celery app that includes no task module, and its launcher.
+
+    python -m alfred.beat_app [--schedule FILE] [--loglevel LEVEL]
+
+Beat only publishes the schedule's tasks by name (`alfred.sweep_journals`, celeryconfig's
+`beat_schedule`); the worker, on `alfred.celery_app`, imports and runs them. So beat needs
+neither SQLAlchemy, requests, marshmallow nor the models. Started here rather than through
+the `celery` command, it also skips the command line's plugins (Flower and its Tornado, the
+REPL's prompt_toolkit and Pygments), which `celery` imports whatever the subcommand: 31 MB of
+PSS instead of 80 MB (docs/benchmarks.md, Memory). `celery -A alfred.beat_app beat` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from celery import Celery
+
+# celeryconfig.py sits at the repository root, beside wsgi.py (CONTRACT.md).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+celery = Celery("alfred")
+celery.config_from_object("celeryconfig")
+app = celery
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run beat in the foreground until SIGTERM or Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="python -m alfred.beat_app", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "-s", "--schedule", default="celerybeat-schedule", help="file of last run times"
+    )
+    parser.add_argument("-l", "--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    # The same object `celery beat` builds from its options, without the command line.
+    celery.Beat(schedule=args.schedule, loglevel=args.loglevel).run()
+
+
+if __name__ == "__main__":
+    main()
