@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from alfred.db import dialect_insert, insert_ignoring_conflicts
@@ -187,7 +187,8 @@ def advance_outbound_statuses(session: Session, events: Sequence[InboundEvent]) 
                 table.c.tenant_id == bindparam("b_tenant"),
                 table.c.wamid == bindparam("b_wamid"),
                 table.c.direction == OUTBOUND,
-                table.c.status.in_(lower),
+                # Constants, not an expanding IN: executemany cannot expand parameters.
+                or_(*(table.c.status == literal_column(f"'{name}'") for name in lower)),
             )
             .values(**values)
         )

@@ -274,8 +274,9 @@ def test_unicode_everywhere_survives_to_the_stream(settings, redis_client):
 def test_an_absurd_error_code_does_not_break_the_batch(settings, redis_client, env):
     payload = fixture("status_failed")
     payload["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"] = 10**20
-    outcome = ingest_body(body_of(payload), received_at=time.time(), settings=settings,
-                          client=redis_client)
+    outcome = ingest_body(
+        body_of(payload), received_at=time.time(), settings=settings, client=redis_client
+    )
     assert outcome.appended == 2  # the failed status and its send_failed
 
 
@@ -288,11 +289,41 @@ def test_a_worker_takes_the_waiting_deliveries_as_one_batch(web, settings, redis
         payload = fixture("text")
         payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = f"wamid.batch{i}"
         body = body_of(payload)
-        ids.append(web.post("/webhook", data=body,
-                            headers=signed_headers(body, APP_SECRET)).get_json()["delivery_id"])
+        ids.append(
+            web.post("/webhook", data=body, headers=signed_headers(body, APP_SECRET)).get_json()[
+                "delivery_id"
+            ]
+        )
     assert redis_client.llen(READY_KEY) == 5
     outcome = process_delivery(ids[0], settings=settings, client=redis_client)
     assert (outcome.deliveries, outcome.appended) == (5, 5)
     assert ingest_journal(redis_client).size() == 0
     # The tasks of the other four find nothing left to do.
     assert process_delivery(ids[1], settings=settings, client=redis_client).already_done
+
+
+def test_many_statuses_in_one_delivery_all_advance_their_records(settings, redis_client, env):
+    now = int(time.time())
+    payload = fixture("status_delivered", now=now)
+    value = payload["entry"][0]["changes"][0]["value"]
+    template = value["statuses"][0]
+    value["statuses"] = []
+    with session_scope(env["DATABASE_URL"]) as session:
+        for i in range(4):
+            wamid = f"wamid.many{i}"
+            session.add(
+                Message(
+                    tenant_id="home",
+                    direction=OUTBOUND,
+                    wamid=wamid,
+                    type="text",
+                    status="accepted",
+                    idempotency_key=f"many-{i}",
+                )
+            )
+            for status in ("sent", "delivered"):
+                value["statuses"].append({**template, "id": wamid, "status": status})
+    outcome = ingest_body(body_of(payload), received_at=now, settings=settings, client=redis_client)
+    assert outcome.appended == 8
+    with session_scope(env["DATABASE_URL"]) as session:
+        assert set(session.scalars(select(Message.status))) == {"delivered"}

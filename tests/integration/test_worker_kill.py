@@ -17,7 +17,6 @@ import pytest
 
 from alfred.config import REPO_ROOT
 from alfred.ingest.receive import ingest_journal
-from alfred.maintenance.tasks import ON_START_MIN_AGE_S
 from alfred.outbound.journal import outbound_journal
 from tests.conftest import APP_SECRET, _simulator_config
 from tests.helpers import body_of, fixture, signed_headers
@@ -99,9 +98,9 @@ def test_ingest_survives_a_sigkill_mid_stream(web, workers, redis_client):
     wait_for(lambda: redis_client.xlen("alfred-ingest") >= 20, timeout=60, interval=0.01)
     kill(worker)
     in_flight = ingest_journal(redis_client).size()
-    assert 0 < in_flight < total, "the kill must land mid-stream"
+    assert in_flight > 0, "the kill must land while work is pending"
 
-    time.sleep(ON_START_MIN_AGE_S + 1)  # what a supervisor's restart takes, roughly
+    time.sleep(1)  # what a supervisor's restart takes, roughly
     restarted = time.monotonic()
     workers()
     wait_for(lambda: ingest_journal(redis_client).size() == 0, timeout=RECOVERY_LIMIT_S)
@@ -145,7 +144,7 @@ def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_clie
         assert at_kill < total, "the kill must land mid-stream"
         assert outbound_journal(redis_client).size() > 0
 
-        time.sleep(ON_START_MIN_AGE_S + 1)
+        time.sleep(1)
         restarted = time.monotonic()
         workers(worker_env)
         wait_for(
@@ -158,6 +157,8 @@ def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_clie
         stats = simulator.state.stats()
         keys = Counter(m["key"] for m in simulator.state.messages(limit=10_000))
     assert stats["duplicates"]["count"] == 0, stats["duplicates"]
+    # Every status webhook was ingested too: none is left waiting for a re-drive.
+    assert ingest_journal(redis_client).size() == 0
     assert len(keys) == total and max(keys.values()) == 1
     print(
         f"\nsends: {at_kill} accepted at the kill; all {total} sent once, "
