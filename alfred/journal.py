@@ -66,10 +66,21 @@ class Journal:
             pipe.zrem(self.due_key, *entry_ids)
             pipe.execute()
 
-    def claim_due(self, *, now: float | None = None, lease: float, limit: int = 500) -> list[str]:
-        """Return overdue ids and push each one's due time `lease` seconds ahead, atomically."""
+    def claim_due(
+        self,
+        *,
+        now: float | None = None,
+        lease: float,
+        cutoff: float | None = None,
+        limit: int = 500,
+    ) -> list[str]:
+        """Return the ids due by `cutoff` (default: now), each now due again `lease` from now.
+
+        Read and rescheduled in one script, so two sweepers never claim the same entry.
+        """
         now = time.time() if now is None else now
-        ids = self._claim(keys=[self.due_key], args=[now, now + lease, limit])
+        until = now if cutoff is None else cutoff
+        ids = self._claim(keys=[self.due_key], args=[until, now + lease, limit])
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
 
     def size(self) -> int:

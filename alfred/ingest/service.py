@@ -52,7 +52,8 @@ def process_delivery(delivery_id: str, *, settings: Settings, client: redis.Redi
     """
     _ = delivery_id  # its id is on the ready list; the task only says "there is work"
     journal = ingest_journal(client)
-    ids = [i.decode() for i in client.lpop(READY_KEY, BATCH_SIZE) or []]
+    # The same id may be listed twice (a re-drive of a delivery still waiting): once is enough.
+    ids = list(dict.fromkeys(i.decode() for i in client.lpop(READY_KEY, BATCH_SIZE) or []))
     if not ids:
         return IngestOutcome(already_done=True)
     records = client.hmget(journal.records_key, ids)
@@ -60,13 +61,19 @@ def process_delivery(delivery_id: str, *, settings: Settings, client: redis.Redi
     if not batch:
         return IngestOutcome(already_done=True)
     try:
-        outcome = ingest_bodies([item for _, item in batch], settings=settings, client=client)
-        done = [i for i, _ in batch]
+        try:
+            outcome = ingest_bodies([item for _, item in batch], settings=settings, client=client)
+            done = [i for i, _ in batch]
+        except INFRASTRUCTURE:
+            raise
+        except Exception:
+            log.exception("ingest.batch_failed", extra={"deliveries": len(batch)})
+            outcome, done = _one_by_one(batch, settings=settings, client=client)
     except INFRASTRUCTURE:
-        raise  # the journal keeps them all; the sweeper re-drives them
-    except Exception:
-        log.exception("ingest.batch_failed", extra={"deliveries": len(batch)})
-        outcome, done = _one_by_one(batch, settings=settings, client=client)
+        # A lock timeout or a dropped connection: hand the batch back for the retry (if Redis
+        # itself is gone, the journal keeps them and the sweeper re-drives them).
+        client.lpush(READY_KEY, *reversed([i for i, _ in batch]))
+        raise
     journal.done_many(done)
     return outcome
 

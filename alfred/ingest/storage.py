@@ -68,6 +68,9 @@ def store_events(session: Session, events: Sequence[InboundEvent]) -> None:
 
 
 def _store_messages(session: Session, events: Iterable[InboundEvent]) -> None:
+    # Rows in key order: concurrent batches then lock the same rows in the same order and
+    # cannot deadlock one another.
+    events = sorted(events, key=lambda e: (e.tenant_id, e.id))
     now = utcnow()
     rows = [
         {
@@ -126,6 +129,7 @@ def _open_windows(session: Session, events: Iterable[InboundEvent]) -> None:
 
 
 def _store_statuses(session: Session, events: Sequence[InboundEvent]) -> None:
+    events = sorted(events, key=lambda e: (e.tenant_id, e.id, str(e.envelope.get("status"))))
     now = utcnow()
     rows = [
         {

@@ -10,6 +10,11 @@ from alfred.journal import Journal
 
 log = logging.getLogger(__name__)
 
+# Claimed and published a few hundred at a time, up to 100,000 a sweep: a backlog after a
+# long outage is re-driven in one sweep, without one huge Redis reply.
+CLAIM_LIMIT = 500
+MAX_ROUNDS = 200
+
 
 def sweep(
     journal: Journal,
@@ -18,11 +23,17 @@ def sweep(
     lease: float,
     publish: Callable[[str], object],
     now: float | None = None,
+    cutoff: float | None = None,
 ) -> list[str]:
-    """Claim every overdue entry of a journal and publish its task again."""
-    ids = journal.claim_due(now=now, lease=lease)
-    for entry_id in ids:
-        publish(entry_id)
+    """Claim every entry of a journal due by `cutoff` (default: now) and publish its task again."""
+    ids: list[str] = []
+    for _ in range(MAX_ROUNDS):
+        claimed = journal.claim_due(now=now, lease=lease, cutoff=cutoff, limit=CLAIM_LIMIT)
+        for entry_id in claimed:
+            publish(entry_id)
+        ids += claimed
+        if len(claimed) < CLAIM_LIMIT:
+            break
     if ids:
         metrics.JOURNAL_REDRIVES.labels(name).inc(len(ids))
         log.warning("journal.redriven", extra={"journal": name, "count": len(ids)})

@@ -34,10 +34,11 @@ def sweep_all(now: float | None = None, *, min_age: float | None = None) -> dict
     now = time.time() if now is None else now
     counts = {}
     for name, journal, lease, publish in JOURNALS:
-        # An entry falls due `lease` seconds after it was written: shifting the clock by
-        # lease - min_age selects the entries written at least min_age seconds ago.
-        at = now if min_age is None else now + lease - min_age
-        counts[name] = len(sweep(journal(client), name, lease=lease, publish=publish, now=at))
+        # An entry falls due `lease` seconds after it was written: a cutoff of
+        # now + lease - min_age selects the entries written at least min_age seconds ago.
+        cutoff = None if min_age is None else now + lease - min_age
+        claimed = sweep(journal(client), name, lease=lease, publish=publish, now=now, cutoff=cutoff)
+        counts[name] = len(claimed)
     return counts
 
 

@@ -103,7 +103,15 @@ def test_ingest_survives_a_sigkill_mid_stream(web, workers, redis_client):
     time.sleep(1)  # what a supervisor's restart takes, roughly
     restarted = time.monotonic()
     workers()
-    wait_for(lambda: ingest_journal(redis_client).size() == 0, timeout=RECOVERY_LIMIT_S)
+    try:
+        wait_for(lambda: ingest_journal(redis_client).size() == 0, timeout=RECOVERY_LIMIT_S)
+    except AssertionError:
+        journal = ingest_journal(redis_client)
+        raise AssertionError(
+            f"not drained: {journal.size()} journaled, due "
+            f"{redis_client.zrange(journal.due_key, 0, 2, withscores=True)} at {time.time()}; "
+            f"ready list {redis_client.llen('alfred:ingest:ready')}"
+        ) from None
     recovery = time.monotonic() - restarted
     ids = Counter(e["envelope"]["id"] for e in stream_entries(redis_client))
     assert len(ids) == total, f"lost {total - len(ids)}"
@@ -158,7 +166,7 @@ def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_clie
         keys = Counter(m["key"] for m in simulator.state.messages(limit=10_000))
     assert stats["duplicates"]["count"] == 0, stats["duplicates"]
     # Every status webhook was ingested too: none is left waiting for a re-drive.
-    assert ingest_journal(redis_client).size() == 0
+    wait_for(lambda: ingest_journal(redis_client).size() == 0, timeout=15)
     assert len(keys) == total and max(keys.values()) == 1
     print(
         f"\nsends: {at_kill} accepted at the kill; all {total} sent once, "
