@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -65,6 +66,19 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.flushdb()
+
+
+# Database 0 of the test Redis, which no fixture flushes: tests that use it name every key and
+# stream for themselves alone and delete them afterwards (they may share it with other runs).
+SHARED_REDIS_URL = urlsplit(REDIS_URL)._replace(path="/0").geturl()
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[redis.Redis]:
+    """Give a client of the test Redis's shared database 0 (see SHARED_REDIS_URL)."""
+    client = redis.Redis.from_url(SHARED_REDIS_URL)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -57,24 +57,22 @@ def hold_unparseable(
     session: Session, body: bytes | str, *, detail: str, received_at: float
 ) -> str:
     """Keep a signed body that is not JSON (cut short, say), for the audit trail."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    return _hold(
-        session,
-        print_=fingerprint(UNPARSEABLE, text),
-        reason=UNPARSEABLE,
-        detail=detail,
-        delivery=text,
-        received_at=_at(received_at),
-    )
+    return _hold_delivery(session, UNPARSEABLE, body, detail=detail, received_at=received_at)
 
 
 def hold_failed(session: Session, body: bytes | str, *, detail: str, received_at: float) -> str:
     """Keep a delivery that failed again and again (a bug, not bad input), for replay."""
+    return _hold_delivery(session, FAILED, body, detail=detail, received_at=received_at)
+
+
+def _hold_delivery(
+    session: Session, reason: str, body: bytes | str, *, detail: str, received_at: float
+) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     return _hold(
         session,
-        print_=fingerprint(FAILED, text),
-        reason=FAILED,
+        print_=fingerprint(reason, text),
+        reason=reason,
         detail=detail,
         delivery=text,
         received_at=_at(received_at),

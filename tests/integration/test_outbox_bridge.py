@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -16,7 +15,6 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -26,25 +24,17 @@ from redis.retry import Retry
 
 from alfred.config import REPO_ROOT
 from alfred.outbound.bridge import OutboxBridge, message_from_entry
+from tests.conftest import SHARED_REDIS_URL as REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-# Database 0 of the test Redis, not the test database (9) that other tests flush between
-# tests: every key and stream here is named for its test alone and deleted afterwards.
-REDIS_URL = (
-    urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
-    ._replace(path="/0")
-    .geturl()
-)
 MESSAGE = {"tenant_id": "home", "to": "+14155551234", "type": "text", "text": {"body": "héllo 👋"}}
 
 
 @pytest.fixture
-def client():
-    """Give a client of the shared Redis."""
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
+def client(shared_redis):
+    """Give a client of the shared Redis database."""
+    return shared_redis
 
 
 @pytest.fixture

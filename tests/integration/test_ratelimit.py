@@ -7,31 +7,22 @@ import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from urllib.parse import urlsplit
 
 import pytest
 import redis
 
 from alfred.outbound.ratelimit import NUMBER_KEY, PAIR_KEY, SendLimiter
+from tests.conftest import SHARED_REDIS_URL as REDIS_URL
 
 pytestmark = pytest.mark.integration
 
-# Database 0 of the test Redis, not the test database (9) that other tests flush between
-# tests: every key and stream here is named for its test alone and deleted afterwards.
-REDIS_URL = (
-    urlsplit(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
-    ._replace(path="/0")
-    .geturl()
-)
 T0 = 1_000_000.0  # a controlled clock: tests that pass `now` never touch real time
 
 
 @pytest.fixture
-def client():
-    """Give a client of the shared Redis."""
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
+def client(shared_redis):
+    """Give a client of the shared Redis database."""
+    return shared_redis
 
 
 @pytest.fixture
