@@ -14,6 +14,12 @@ import time
 
 import redis
 
+_ADD = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if KEYS[3] then redis.call('RPUSH', KEYS[3], ARGV[1]) end
+return 1
+"""
 _CLAIM_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
@@ -29,14 +35,33 @@ class Journal:
         self.records_key = f"alfred:journal:{name}:records"
         self.due_key = f"alfred:journal:{name}:due"
         self._claim = client.register_script(_CLAIM_DUE)
+        self._add = client.register_script(_ADD)
 
-    def add(self, entry_id: str, record: bytes | str, *, due_in: float, client=None) -> None:
-        """Keep a record; it is re-driven if still here `due_in` seconds from now."""
-        pipe = client if client is not None else self.client.pipeline(transaction=True)
-        pipe.hset(self.records_key, entry_id, record)
-        pipe.zadd(self.due_key, {entry_id: time.time() + due_in})
-        if client is None:
-            pipe.execute()
+    def add(
+        self,
+        entry_id: str,
+        record: bytes | str,
+        *,
+        due_in: float,
+        client=None,
+        also_push_to: str | None = None,
+    ) -> None:
+        """Keep a record; it is re-driven if still here `due_in` seconds from now.
+
+        With `also_push_to`, the id is appended to that list in the same atomic step. With a
+        pipeline as `client`, the writes are queued on it instead.
+        """
+        due = time.time() + due_in
+        if client is not None:
+            client.hset(self.records_key, entry_id, record)
+            client.zadd(self.due_key, {entry_id: due})
+            if also_push_to:
+                client.rpush(also_push_to, entry_id)
+            return
+        # One script, not a MULTI pipeline: a redis-py pipeline costs more to build than the
+        # round trip it saves, and this runs on every webhook.
+        keys = [self.records_key, self.due_key] + ([also_push_to] if also_push_to else [])
+        self._add(keys=keys, args=[entry_id, record, due])
 
     def get(self, entry_id: str) -> bytes | None:
         """Return a record, or None once it is done."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 
 import redis
 
@@ -19,6 +20,7 @@ READY_KEY = "alfred:ingest:ready"
 FAILURES_KEY = "alfred:ingest:failures"
 
 
+@lru_cache(maxsize=8)
 def ingest_journal(client: redis.Redis) -> Journal:
     """Return the journal of webhook deliveries not yet in «alfred-ingest»."""
     return Journal(client, INGEST_JOURNAL)
@@ -44,10 +46,12 @@ def accept_delivery(
 ) -> str:
     """Make a delivery durable and hand it to a worker; raise if Redis refuses either step."""
     delivery_id = uuid.uuid4().hex
-    pipe = journal.client.pipeline(transaction=True)
-    journal.add(delivery_id, encode_record(received_at, body), due_in=REDRIVE_AFTER_S, client=pipe)
-    pipe.rpush(READY_KEY, delivery_id)
-    pipe.execute()
+    journal.add(
+        delivery_id,
+        encode_record(received_at, body),
+        due_in=REDRIVE_AFTER_S,
+        also_push_to=READY_KEY,
+    )
     publish(delivery_id)
     return delivery_id
 

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import redis
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -201,7 +202,7 @@ def append_events(
     """Append each event once, in order, in one round trip; return which were new."""
     if not events:
         return []
-    stream = IngestStream(client)
+    stream = _stream(client)
     pipe = client.pipeline(transaction=False)
     marks = remember_accepted_sends(pipe, events) if remember_sends else 0
     for event in events:
@@ -213,6 +214,11 @@ def append_events(
             client=pipe,
         )
     return [to_result(raw).appended for raw in pipe.execute()[marks:]]
+
+
+@lru_cache(maxsize=8)
+def _stream(client: redis.Redis) -> IngestStream:
+    return IngestStream(client)
 
 
 def remember_accepted_sends(pipe, events: list[InboundEvent]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 import redis
 
@@ -13,6 +14,7 @@ OUTBOUND_JOURNAL = "outbound"
 REDRIVE_AFTER_S = 30.0
 
 
+@lru_cache(maxsize=8)
 def outbound_journal(client: redis.Redis) -> Journal:
     """Return the journal of messages not yet sent, failed or dead-lettered."""
     return Journal(client, OUTBOUND_JOURNAL)
