@@ -123,7 +123,10 @@ def end_to_end(stack: Stack, tag: str, inbound_ok: int, enqueued: dict[str, floa
         "inbound": {
             "accepted_by_web": inbound_ok,
             "reached_stream": len(found),
-            "lost": inbound_ok - len(found),
+            # Locust does not count requests cut off by its stop; the web may still have
+            # accepted them: they reach the stream but must not make "lost" negative.
+            "lost": max(0, inbound_ok - len(found)),
+            "beyond_locust_count": max(0, len(found) - inbound_ok),
             "webhook_to_stream": summary_ms([max(0.0, e - r) for r, e in found]),
         },
         "outbound": {
