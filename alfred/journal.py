@@ -21,7 +21,7 @@ if KEYS[3] then redis.call('RPUSH', KEYS[3], ARGV[1]) end
 return 1
 """
 _CLAIM_DUE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[3])
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
 return ids
 """
@@ -99,9 +99,11 @@ class Journal:
         cutoff: float | None = None,
         limit: int = 500,
     ) -> list[str]:
-        """Return the ids due by `cutoff` (default: now), each now due again `lease` from now.
+        """Return the ids due before `cutoff` (default: now), each due again `lease` from now.
 
-        Read and rescheduled in one script, so two sweepers never claim the same entry.
+        Read and rescheduled in one script, so two sweepers never claim the same entry. The
+        bound is exclusive: with a cutoff of now + lease, a claimed entry (now due at exactly
+        now + lease) is not claimed a second time by the next round of the same sweep.
         """
         now = time.time() if now is None else now
         until = now if cutoff is None else cutoff

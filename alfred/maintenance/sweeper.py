@@ -27,12 +27,16 @@ def sweep(
 ) -> list[str]:
     """Claim every entry of a journal due by `cutoff` (default: now) and publish its task again."""
     ids: list[str] = []
+    seen: set[str] = set()
     for _ in range(MAX_ROUNDS):
         claimed = journal.claim_due(now=now, lease=lease, cutoff=cutoff, limit=CLAIM_LIMIT)
-        for entry_id in claimed:
+        fresh = [entry_id for entry_id in claimed if entry_id not in seen]
+        for entry_id in fresh:
             publish(entry_id)
-        ids += claimed
-        if len(claimed) < CLAIM_LIMIT:
+        seen.update(fresh)
+        ids += fresh
+        # A round that brings nothing new means the backlog is done (never loop on it).
+        if len(claimed) < CLAIM_LIMIT or not fresh:
             break
     if ids:
         metrics.JOURNAL_REDRIVES.labels(name).inc(len(ids))

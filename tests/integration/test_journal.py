@@ -47,3 +47,18 @@ def test_the_sweeper_redrives_a_large_backlog_in_one_sweep(redis_client):
     published: list[str] = []
     ids = sweep(journal, "test", lease=30, publish=published.append, now=time.time() + 1)
     assert len(ids) == len(published) == len(set(published)) == total
+
+
+def test_a_starting_workers_sweep_publishes_each_pending_entry_once(redis_client):
+    # The worker's start sweeps with a cutoff of now + lease: claimed entries, due again at
+    # exactly that time, must not be claimed round after round.
+    journal = Journal(redis_client, "test")
+    pipe = redis_client.pipeline()
+    total = CLAIM_LIMIT * 3 + 1
+    for i in range(total):
+        journal.add(str(i), b"x", due_in=30, client=pipe)
+    pipe.execute()
+    published: list[str] = []
+    now = time.time()
+    sweep(journal, "test", lease=30, publish=published.append, now=now, cutoff=now + 30)
+    assert len(published) == len(set(published)) == total
