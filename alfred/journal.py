@@ -67,21 +67,9 @@ class Journal:
         """Return a record, or None once it is done."""
         return self.client.hget(self.records_key, entry_id)
 
-    def update(self, entry_id: str, record: bytes | str) -> None:
-        """Replace a record in place, keeping its due time."""
-        self.client.hset(self.records_key, entry_id, record)
-
-    def postpone(self, entry_id: str, due_in: float) -> None:
-        """Move a record's due time, e.g. to a retry's countdown plus a margin."""
-        self.client.zadd(self.due_key, {entry_id: time.time() + due_in}, xx=True)
-
-    def done(self, entry_id: str, client=None) -> None:
+    def done(self, entry_id: str) -> None:
         """Forget a record whose outcome is durable."""
-        pipe = client if client is not None else self.client.pipeline(transaction=True)
-        pipe.hdel(self.records_key, entry_id)
-        pipe.zrem(self.due_key, entry_id)
-        if client is None:
-            pipe.execute()
+        self.done_many([entry_id])
 
     def done_many(self, entry_ids: list[str]) -> None:
         """Forget several records at once."""
@@ -113,8 +101,3 @@ class Journal:
     def size(self) -> int:
         """Count the records not yet done."""
         return int(self.client.zcard(self.due_key))
-
-    def oldest_due(self) -> float | None:
-        """Return the earliest due time, for the journal-age metric."""
-        first = self.client.zrange(self.due_key, 0, 0, withscores=True)
-        return first[0][1] if first else None
