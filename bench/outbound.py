@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import aiohttp
 import requests
@@ -15,6 +20,7 @@ from bench.stats import summary_ms
 
 RECIPIENTS = 2000
 FINAL = ("failed", "dead_lettered", "invalid")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/<pid>/stat
 
 
 def seed(stack: Stack) -> None:
@@ -55,6 +61,16 @@ def failed_count(stack: Stack, prefix: str) -> int:
         )
 
 
+def wait_outcomes(stack: Stack, prefix: str, before: dict, expected: int, timeout_s: float) -> None:
+    """Wait until `expected` sends since `before` were accepted or failed, at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = sim_stats(stack)["sends"]["accepted"] - before["sends"]["accepted"]
+        if done + failed_count(stack, prefix) >= expected:
+            return
+        time.sleep(0.25)
+
+
 def enqueue(messages: list[dict], rate: float | None, deadline_s: float) -> list[dict]:
     """Call send_message.apply_async for each message, paced at `rate`/s or as fast as possible."""
     from alfred.outbound.tasks import send_message
@@ -90,15 +106,7 @@ def run(stack: Stack, label: str, count: int, rate: float | None, timeout_s: flo
     started = time.time()
     sent = enqueue(messages, rate, deadline_s=count / rate + 10 if rate else timeout_s)
     enqueue_s = time.time() - started
-    deadline = time.monotonic() + timeout_s
-    accepted: dict[str, float] = {}
-    failed = 0
-    while time.monotonic() < deadline:  # bounded by timeout_s
-        done = sim_stats(stack)["sends"]["accepted"] - before["sends"]["accepted"]
-        failed = failed_count(stack, prefix)
-        if done + failed >= len(sent):
-            break
-        time.sleep(0.25)
+    wait_outcomes(stack, prefix, before, len(sent), timeout_s)
     accepted = sim_accepted(stack, prefix, limit=len(sent) * 2 + 1000)
     failed = failed_count(stack, prefix)
     after = sim_stats(stack)
@@ -167,4 +175,126 @@ async def _reference(stack: Stack, count: int, concurrency: int) -> dict:
         "accepted_per_s": round(accepted / seconds, 1),
         "note": f"{len(TENANT_IDS)} tenants at {TENANTS['home']['mps']} mps each: "
         "the simulator refuses (130429) whatever exceeds that",
+    }
+
+
+def group_cpu_s(pgid: int) -> tuple[float, int]:
+    """Return (CPU seconds, processes) of every live process in process group `pgid`.
+
+    Each stack process starts its own group (bench/stack.py), so the group is the worker's
+    main process and its pool children (prefork), without walking the tree. utime + stime of
+    each, plus cutime + cstime: a child that exits and is reaped mid-run (a recycled pool
+    child) hands its time to its parent there, so it is neither lost nor counted twice.
+    """
+    total = 0
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # After the ")" closing the command name: state ppid pgrp ... (fields 3, 4, 5 ...),
+            # so utime, stime, cutime, cstime (fields 14-17) are items 11-14.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                total += sum(int(x) for x in fields[11:15])
+                count += 1
+    return total / CLOCK_TICKS, count
+
+
+class CpuClock:
+    """Sample the worker's and the simulator's CPU seconds every `interval` s on a thread.
+
+    The worker is looked up in stack.procs at each tick rather than passed in: start_worker
+    returns only once the worker consumes, and by then a drain has already sent some, so the
+    sampling has to begin before the worker exists. A drain reads the clock at the first and
+    the last send's simulator timestamps (at(), interpolated), so the worker's boot and the
+    tasks left after the last send are not charged to the sends.
+    """
+
+    def __init__(self, stack: Stack, interval: float = 0.05):
+        self.stack = stack
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # (time, worker s, simulator s)
+        self.worker_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        simulator = self.stack.procs["simulator"].pid
+        while not self._stop.is_set():
+            worker = self.stack.procs.get("worker")
+            worker_s, count = group_cpu_s(worker.pid) if worker else (0.0, 0)
+            self.worker_processes = max(self.worker_processes, count)
+            self.samples.append((time.time(), worker_s, group_cpu_s(simulator)[0]))
+            self._stop.wait(self.interval)
+
+    def at(self, when: float) -> tuple[float, float] | None:
+        """Return (worker s, simulator s) at `when`, between the two samples around it."""
+        for (t0, w0, s0), (t1, w1, s1) in itertools.pairwise(self.samples):
+            if t0 <= when <= t1:
+                share = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+                return w0 + share * (w1 - w0), s0 + share * (s1 - s0)
+        return None
+
+    def __enter__(self) -> CpuClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: float) -> dict:
+    """Queue `count` sends with no worker, then start one: its sends/s and CPU per send.
+
+    run() publishes while the worker consumes, so the publisher (the orchestrator, on another
+    machine in production) takes its share of the bench host's cores from the worker. Here the
+    queue is full before the worker starts, so the rate is the worker's alone, and the CPU it
+    spends per send says how many sends/s the cores could carry.
+
+    The worker re-drives every journaled entry when it starts (alfred/maintenance/tasks.py):
+    these are the same messages, published again behind the originals; the bridge sends each
+    once (duplicates counts any extra), and the no-op copies mostly run after the last send.
+    """
+    stack.stop("worker")
+    stack.flush_redis()
+    prefix = f"drain{pool}-{int(time.time() * 1000)}"
+    before = sim_stats(stack)
+    messages = [outbound_message(prefix, i, users=RECIPIENTS) for i in range(count)]
+    sent = enqueue(messages, None, deadline_s=timeout_s)
+    started = time.time()
+    try:
+        with CpuClock(stack) as clock:
+            stack.start_worker(pool, concurrency)
+            wait_outcomes(stack, prefix, before, len(sent), timeout_s)
+            time.sleep(3 * clock.interval)  # a sample after the last send
+    finally:
+        stack.stop("worker")
+    accepted = sim_accepted(stack, prefix, limit=len(sent) * 2 + 1000)
+    failed = failed_count(stack, prefix)
+    after = sim_stats(stack)
+    stamps = sorted(accepted.values())
+    span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+    cpu = {"worker": None, "simulator": None}
+    first, last = (clock.at(stamps[0]), clock.at(stamps[-1])) if stamps else (None, None)
+    if first and last and len(stamps) > 1:
+        sends = len(stamps) - 1  # the sends after the first stamp, as in sends_per_s
+        cpu = {
+            "worker": round(1000 * (last[0] - first[0]) / sends, 3),
+            "simulator": round(1000 * (last[1] - first[1]) / sends, 3),
+        }
+    rejected = after["sends"]["rejected_total"] - before["sends"]["rejected_total"]
+    return {
+        "mode": "drain",
+        "pool": f"{pool} -c {concurrency}",
+        "enqueued": len(sent),
+        "accepted": len(accepted),
+        "failed": failed,
+        "graph_errors": rejected,
+        "duplicates": after["duplicates"]["extra_sends"] - before["duplicates"]["extra_sends"],
+        "lost": len(sent) - len(accepted) - failed,
+        "sends_per_s": round((len(stamps) - 1) / span, 1) if span else None,
+        "worker_start_to_last_s": round(stamps[-1] - started, 2) if stamps else None,
+        "worker_processes": clock.worker_processes,
+        "worker_cpu_ms_per_send": cpu["worker"],
+        "simulator_cpu_ms_per_send": cpu["simulator"],
     }

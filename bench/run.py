@@ -107,7 +107,12 @@ def _profile(stack: Stack, count: int) -> dict:
 
 
 def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
-    """Sends/s at max rate and latency at 80/s for each worker pool, and the raw reference."""
+    """Sends/s at max rate, latency at 80/s and a drain per worker pool; the raw reference.
+
+    The max-rate run publishes while the worker consumes, as the orchestrator does, but here
+    the publisher shares the two cores with the worker; the drain (queue filled first, then
+    the worker started) gives the worker's own rate and its CPU per send.
+    """
     outbound.seed(stack)
     from bench.hotpath import profile_send
 
@@ -131,9 +136,14 @@ def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
             ]
         finally:
             stack.stop("worker")
+        drained = [
+            outbound.drain(stack, pool, concurrency, plan["out_max"], timeout_s=120)
+            for _ in range(plan["repeats"])
+        ]
         pools[f"{pool} -c {concurrency}"] = {
             "max_rate": {**medians(maxed), **_latency_medians(maxed), "runs": maxed},
             "at_80_per_s": {**medians(at80), **_latency_medians(at80), "runs": at80},
+            "drain": {**medians(drained), "runs": drained},
         }
     out["pools"] = pools
     refs = [outbound.reference(stack, plan["reference_sends"]) for _ in range(plan["repeats"])]
@@ -248,6 +258,13 @@ def table(report: dict) -> str:
                     f"{_losses(m)} | {_losses(a)}",
                     "0 dup, 0 lost",
                 ),
+            ]
+            d = p["drain"]
+            lines += [
+                row(f"drain sends/s ({name})", d["sends_per_s"], ">= 500"),
+                row("  worker CPU ms/send (drain)", d["worker_cpu_ms_per_send"], ""),
+                row("  simulator CPU ms/send (drain)", d["simulator_cpu_ms_per_send"], ""),
+                row("  drain duplicates / lost / failed / errors", _losses(d), "0 dup, 0 lost"),
             ]
         ref = ob["reference"]
         lines.append(
