@@ -249,6 +249,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     """Put dead letters back in the queue with fresh attempts."""
+    from alfred import runtime
     from alfred.db import session_scope
     from alfred.models import Message
     from alfred.outbound.records import dead_letters, reopen
@@ -274,7 +275,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     failures = 0
     for row_id, tenant_id, key, attempts in picked:
         with session_scope(url) as session:
-            message = reopen(session, session.get(Message, row_id))
+            message = reopen(session, session.get(Message, row_id), runtime.redis_client())
         message.pop("enqueued_at", None)  # measure the send lag from this replay
         try:
             _enqueue(message)

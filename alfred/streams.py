@@ -21,6 +21,11 @@ def sent_key(tenant_id: str, key: str) -> str:
     return f"alfred:sent:{tenant_id}:{key}"
 
 
+def final_key(tenant_id: str, key: str) -> str:
+    """Name the Redis key holding an outbound message's final failure (until a dlq replay)."""
+    return f"alfred:final:{tenant_id}:{key}"
+
+
 # The duplicate check, the append and the mark happen in one script, so no worker death
 # can split them. The mark comes last: if XADD fails (out of memory), nothing is marked
 # and a retry appends. Redis does not roll a script back, hence this order.

@@ -17,7 +17,8 @@ from alfred.db import session_scope
 from alfred.ingest import quarantine
 from alfred.ingest.receive import FAILURES_KEY, READY_KEY, decode_record, ingest_journal
 from alfred.ingest.send_failed import send_failed_for_status
-from alfred.ingest.storage import store_events
+from alfred.ingest.storage import store_events, user_keys
+from alfred.outbound.window import remember_open
 from alfred.streams import SENT_TTL_S, IngestStream, sent_key, to_result
 from alfred.whatsapp.inbound import InboundEvent, RejectedEvent, normalise_delivery
 
@@ -204,7 +205,11 @@ def append_events(
         return []
     stream = _stream(client)
     pipe = client.pipeline(transaction=False)
-    marks = remember_accepted_sends(pipe, events) if remember_sends else 0
+    marks = (
+        remember_accepted_sends(pipe, events) + remember_windows(pipe, events)
+        if remember_sends
+        else 0
+    )
     for event in events:
         stream.append_once(
             tenant_id=event.tenant_id,
@@ -234,6 +239,21 @@ def remember_accepted_sends(pipe, events: list[InboundEvent]) -> int:
         if key:
             pipe.set(sent_key(event.tenant_id, str(key)), event.id, nx=True, ex=SENT_TTL_S)
             queued += 1
+    return queued
+
+
+def remember_windows(pipe, events: list[InboundEvent]) -> int:
+    """Copy the windows these messages open to Redis, where the sender looks first.
+
+    Queued before the events' appends: the orchestrator may answer the instant an event is in
+    the stream, and its answer must find the window open.
+    """
+    queued = 0
+    for event in events:
+        if event.event != "message":
+            continue
+        for key in user_keys(event.envelope):
+            queued += remember_open(pipe, event.tenant_id, key, event.timestamp)
     return queued
 
 

@@ -20,8 +20,15 @@ from alfred.outbound.journal import entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter
 from alfred.outbound.split import split_text
 from alfred.outbound.tier import TierMeter
-from alfred.outbound.window import recipient_keys, window_closed
-from alfred.streams import SENT_TTL_S, sent_key
+from alfred.outbound.window import (
+    WINDOW,
+    last_inbound,
+    needs_window,
+    recipient_keys,
+    remember_open,
+    window_key,
+)
+from alfred.streams import SENT_TTL_S, final_key, sent_key
 from alfred.tokens.store import current_token, forget
 from alfred.whatsapp.errors import GraphError
 from alfred.whatsapp.graph import GraphClient
@@ -44,10 +51,44 @@ INLINE_WAIT_S = 0.5
 # (due 30 s after arrival, swept every 10 s).
 IN_DOUBT_GRACE_S = 45.0
 MARKER_TTL_S = 300
-# Release the lock if it is still ours; drop the "calling Meta" marker unless told to keep it.
-_RELEASE = """
+# One round trip before a send, atomic: is the outcome already decided (a final outcome, or
+# every part sent), else take the lock, and unless an earlier call is still in doubt, raise
+# the "calling Meta" marker; also say whether the window's Redis copy is open.
+# KEYS: lock, marker, final outcome, each part's sent key, then the recipient's window keys.
+# ARGV: lock token, lock TTL (ms), now (s), number of parts, in-doubt grace (s), marker TTL (s).
+_BEGIN = """
+local final = redis.call('GET', KEYS[3])
+if final then return {'final', final} end
+local parts = tonumber(ARGV[4])
+local first = redis.call('GET', KEYS[4])
+if first then
+  local all = true
+  for i = 5, 3 + parts do
+    if redis.call('EXISTS', KEYS[i]) == 0 then all = false break end
+  end
+  if all then return {'duplicate', first} end
+end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy', ''} end
+local calling = redis.call('GET', KEYS[2])
+if calling and tonumber(calling) + tonumber(ARGV[5]) > tonumber(ARGV[3]) then
+  return {'in_doubt', calling}
+end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6])
+for i = 4 + parts, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return {'go', '1'} end
+end
+return {'go', '0'}
+"""
+# One round trip after: release the lock if still ours, drop the marker unless an answer is
+# in doubt, and forget the journaled message once its outcome is recorded.
+# KEYS: lock, marker, journal records, journal due. ARGV: token, keep marker, journal entry.
+_FINISH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if ARGV[2] == '0' then redis.call('DEL', KEYS[2]) end
+if ARGV[3] ~= '' then
+  redis.call('HDEL', KEYS[3], ARGV[3])
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
 return 1
 """
 
@@ -99,7 +140,8 @@ class Sender:
         self.tier = tier
         self.chunk_order = chunk_order
         self.journal = outbound_journal(client)
-        self._release = client.register_script(_RELEASE)
+        self._begin = client.register_script(_BEGIN)
+        self._finish = client.register_script(_FINISH)
 
     def send(self, message: object) -> SendOutcome:
         """Send a message once, or say when to try again, or record why it never will be."""
@@ -118,57 +160,80 @@ class Sender:
             return self._refuse(message, exc.reason, exc.errors)
         key = str(message["idempotency_key"])
         parts = self._parts(body, key)
-        if all(self.client.exists(sent_key(tenant.tenant_id, k)) for k, _ in parts):
-            self.journal.done(entry_id(message))
-            metrics.SENDS.labels(tenant.tenant_id, "duplicate").inc()
-            return SendOutcome("duplicate")
-
-        now = datetime.now(UTC)
-        with session_scope(self.settings.database_url) as session:
-            attempts, status = records.ensure_outbound(session, tenant.tenant_id, key, message)
-            closed = window_closed(session, tenant.tenant_id, message, now)
-        if status in records.FINAL:
-            # Decided before (a re-driven or duplicated task): only `dlq replay` reopens it.
-            self.journal.done(entry_id(message))
-            return SendOutcome(status, reason="already_final")
-        if closed:
-            return self._finish_failed(
-                tenant,
-                message,
-                reason="outside_customer_service_window",
-                errors=[
-                    {
-                        "code": 131047,
-                        "title": "Re-engagement message",
-                        "message": "More than 24 hours since the user last wrote: send a template.",
-                    }
-                ],
-                status="failed",
-            )
-
-        lock = f"alfred:sending:{tenant.tenant_id}:{key}"
-        marker = f"alfred:calling:{tenant.tenant_id}:{key}"
-        token = uuid.uuid4().hex
-        pipe = self.client.pipeline(transaction=False)
-        pipe.set(lock, token, nx=True, px=LOCK_TTL_MS)
-        pipe.get(marker)
-        locked, calling_since = pipe.execute()
-        if not locked:
+        tid = tenant.tenant_id
+        names = recipient_keys(message)
+        windows = [window_key(tid, name) for name in names] if needs_window(message) else []
+        lock, marker = f"alfred:sending:{tid}:{key}", f"alfred:calling:{tid}:{key}"
+        token, now = uuid.uuid4().hex, time.time()
+        state, detail = self._begin(
+            keys=[lock, marker, final_key(tid, key), *(sent_key(tid, k) for k, _ in parts)]
+            + windows,
+            args=[token, LOCK_TTL_MS, repr(now), len(parts), IN_DOUBT_GRACE_S, MARKER_TTL_S],
+        )
+        if state == b"final":
+            return self._replay_final(tenant, message, json.loads(detail))
+        if state == b"duplicate":
+            return self._duplicate(tenant, message, detail.decode())
+        if state == b"busy":
             return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
-        outcome = None
+        outcome: SendOutcome | None = None
+        calling = [False]  # set while a call is out: a crash then leaves the answer in doubt
         try:
-            doubt = float(calling_since) + IN_DOUBT_GRACE_S - time.time() if calling_since else 0
-            if doubt > 0:
+            if state == b"in_doubt":
                 # An earlier attempt died calling Meta: it may have been accepted. Its status
                 # webhook, if any, marks the key sent within the grace; look again soon.
-                outcome = SendOutcome("retry", retry_in=min(doubt, 5.0), reason="in_doubt")
+                doubt = min(max(float(detail) + IN_DOUBT_GRACE_S - now, 0.1), 5.0)
+                outcome = SendOutcome("retry", retry_in=doubt, reason="in_doubt")
                 return outcome
-            outcome = self._send_parts(tenant, message, parts, attempts, marker)
+            if windows and detail != b"1" and not self._window_open_in_db(tenant, names):
+                outcome = self._finish_failed(
+                    tenant,
+                    message,
+                    reason="outside_customer_service_window",
+                    errors=[
+                        {
+                            "code": 131047,
+                            "title": "Re-engagement message",
+                            "message": "More than 24 hours since the user last wrote: "
+                            "send a template.",
+                        }
+                    ],
+                    status="failed",
+                )
+                return outcome
+            outcome = self._send_parts(tenant, message, parts, calling)
             return outcome
         finally:
-            # An answer that never came leaves the marker: the retry must wait for the grace.
-            keep_marker = outcome is not None and outcome.reason in ("in_doubt", "no_answer")
-            self._release(keys=[lock, marker], args=[token, int(keep_marker)])
+            # An answer that never came keeps the marker: the retry must wait for the grace.
+            doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else calling[0]
+            self._finish(
+                keys=[lock, marker, self.journal.records_key, self.journal.due_key],
+                args=[
+                    token,
+                    int(doubtful),
+                    entry_id(message) if outcome and outcome.status == "sent" else "",
+                ],
+            )
+
+    def _window_open_in_db(self, tenant: Tenant, names: list[str]) -> bool:
+        """Ask the record when Redis has no open window; copy an open one back to Redis."""
+        with session_scope(self.settings.database_url) as session:
+            latest = last_inbound(session, tenant.tenant_id, names)
+        if latest is None or datetime.now(UTC) - latest > WINDOW:
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            remember_open(pipe, tenant.tenant_id, name, latest.timestamp())
+        pipe.execute()
+        return True
+
+    def _duplicate(self, tenant: Tenant, message: dict, wamid: str) -> SendOutcome:
+        """Every part is marked sent: record the acceptance if a crash skipped it, send nothing."""
+        with session_scope(self.settings.database_url) as session:
+            records.accepted_before(session, tenant.tenant_id, message, wamid)
+        self.journal.done(entry_id(message))
+        metrics.SENDS.labels(tenant.tenant_id, "duplicate").inc()
+        return SendOutcome("duplicate", wamids=[wamid])
 
     @staticmethod
     def _validate(message: dict) -> dict:
@@ -198,14 +263,14 @@ class Sender:
             for i, chunk in enumerate(chunks)
         ]
 
-    def _send_parts(
-        self, tenant: Tenant, message: dict, parts, attempts: int, marker: str
-    ) -> SendOutcome:
+    def _send_parts(self, tenant: Tenant, message: dict, parts, calling: list[bool]) -> SendOutcome:
         wamids: list[str] = []
+        tid = tenant.tenant_id
         recipient = (recipient_keys(message) or ["?"])[0]
         previous: str | None = None
         for part_key, body in parts:
-            already = self.client.get(sent_key(tenant.tenant_id, part_key))
+            # The begin script saw a single part unsent and holds the lock: no need to look.
+            already = self.client.get(sent_key(tid, part_key)) if len(parts) > 1 else None
             if already:
                 previous = already.decode()
                 wamids.append(previous)
@@ -213,7 +278,7 @@ class Sender:
             if (
                 previous
                 and self.chunk_order == "delivered"
-                and not records.delivered(self.settings.database_url, tenant.tenant_id, previous)
+                and not records.delivered(self.settings.database_url, tid, previous)
             ):
                 return SendOutcome(
                     "retry", retry_in=2.0, reason="awaiting_delivery_of_previous_part"
@@ -222,40 +287,31 @@ class Sender:
             if wait:
                 return SendOutcome("retry", retry_in=wait, reason="paced")
             lag = time.time() - float(message.get("enqueued_at") or time.time())
-            metrics.SEND_LAG.labels(tenant.tenant_id).observe(max(0.0, lag))
+            metrics.SEND_LAG.labels(tid).observe(max(0.0, lag))
             started = time.perf_counter()
-            self.client.set(marker, repr(time.time()), ex=MARKER_TTL_S)
+            calling[0] = True
             try:
                 result = self.graph.send_message(
                     tenant.phone_number_id, current_token(tenant, self.settings), body
                 )
             except GraphError as exc:
+                calling[0] = False
                 elapsed = time.perf_counter() - started
-                return self._after_error(tenant, message, body, exc, attempts + 1, elapsed)
+                return self._after_error(tenant, message, body, exc, elapsed)
             # Record the success before anything else: a crash between Meta's answer and this
             # line is the only window in which a re-drive would send twice (docs/outbound.md).
-            self.client.set(sent_key(tenant.tenant_id, part_key), result.wamid, ex=SENT_TTL_S)
+            self.client.set(sent_key(tid, part_key), result.wamid, ex=SENT_TTL_S)
+            calling[0] = False
             elapsed = time.perf_counter() - started
-            metrics.SEND_SECONDS.labels(tenant.tenant_id).observe(elapsed)
-            metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, "ok").inc()
-            attempts += 1
+            metrics.SEND_SECONDS.labels(tid).observe(elapsed)
+            metrics.SEND_ATTEMPTS.labels(tid, "ok").inc()
             with session_scope(self.settings.database_url) as session:
-                records.attempt_succeeded(
-                    session,
-                    tenant.tenant_id,
-                    message,
-                    body,
-                    result,
-                    attempts,
-                    elapsed,
-                    first=not wamids,
-                )
+                records.attempt_succeeded(session, tid, message, body, result, elapsed)
             previous = result.wamid
             wamids.append(result.wamid)
         if message.get("type") == "template":
-            self.tier.record(tenant.tenant_id, recipient)
-        self.journal.done(entry_id(message))
-        metrics.SENDS.labels(tenant.tenant_id, "sent").inc()
+            self.tier.record(tid, recipient)
+        metrics.SENDS.labels(tid, "sent").inc()
         return SendOutcome("sent", wamids=wamids)
 
     def _reserve(self, tenant: Tenant, recipient: str) -> float:
@@ -279,12 +335,11 @@ class Sender:
         message: dict,
         body: dict,
         exc: GraphError,
-        attempt: int,
         elapsed: float,
     ) -> SendOutcome:
         metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, exc.reason).inc()
         with session_scope(self.settings.database_url) as session:
-            records.attempt_failed(session, tenant.tenant_id, message, body, exc, attempt, elapsed)
+            attempt = records.attempt_failed(session, tenant.tenant_id, message, body, exc, elapsed)
         log.warning(
             "send.attempt_failed",
             extra={
@@ -321,6 +376,38 @@ class Sender:
     def _finish_failed(
         self, tenant: Tenant, message: dict, *, reason: str, errors: list[dict], status: str
     ) -> SendOutcome:
+        # The decision goes to Redis first, where the next run of this message looks: a crash
+        # before the rest is done leaves a re-drive that completes it, and never sends.
+        decision = {"status": status, "reason": reason, "errors": errors}
+        self.client.set(
+            final_key(tenant.tenant_id, str(message["idempotency_key"])),
+            json.dumps(decision, default=str),
+            ex=SENT_TTL_S,
+        )
+        outcome = self._record_final(tenant, message, decision)
+        metrics.SENDS.labels(tenant.tenant_id, status).inc()
+        log.warning(
+            "send.failed",
+            extra={
+                "tenant_id": tenant.tenant_id,
+                "reason": reason,
+                "status": status,
+                "idempotency_key": message.get("idempotency_key"),
+            },
+        )
+        return outcome
+
+    def _replay_final(self, tenant: Tenant, message: dict, decision: dict) -> SendOutcome:
+        """Decided before (a re-driven or duplicated task): finish recording it, send nothing.
+
+        Only `python -m alfred dlq replay` reopens a decided message.
+        """
+        outcome = self._record_final(tenant, message, decision)
+        return SendOutcome(outcome.status, reason="already_final")
+
+    def _record_final(self, tenant: Tenant, message: dict, decision: dict) -> SendOutcome:
+        """Write the decision to the row, tell the orchestrator once, forget the journal entry."""
+        status, reason, errors = decision["status"], decision["reason"], decision["errors"]
         with session_scope(self.settings.database_url) as session:
             records.mark_failed(
                 session, tenant.tenant_id, message, reason=reason, errors=errors, status=status
@@ -334,16 +421,6 @@ class Sender:
             reason=reason,
         )
         self.journal.done(entry_id(message))
-        metrics.SENDS.labels(tenant.tenant_id, status).inc()
-        log.warning(
-            "send.failed",
-            extra={
-                "tenant_id": tenant.tenant_id,
-                "reason": reason,
-                "status": status,
-                "idempotency_key": message.get("idempotency_key"),
-            },
-        )
         return SendOutcome(status, reason=reason)
 
     def _refuse(self, message: dict, reason: str, errors: dict) -> SendOutcome:
@@ -358,7 +435,6 @@ class Sender:
             {"code": None, "reason": reason, "message": json.dumps(errors, default=str)[:2000]}
         ]
         with session_scope(self.settings.database_url) as session:
-            records.ensure_outbound(session, tenant_id, str(message["idempotency_key"]), message)
             records.mark_failed(
                 session, tenant_id, message, reason=reason, errors=detail, status="invalid"
             )

@@ -1,4 +1,10 @@
-"""The 24-hour customer-service window: free-form messages only to users who wrote lately."""
+"""The 24-hour customer-service window: free-form messages only to users who wrote lately.
+
+The database (customer_windows) is the record. Redis holds a read-through copy, one key per
+user name that exists exactly while the window is open (it expires when the window closes),
+so the common case, an answer to someone who just wrote, costs the sender no database trip.
+A missing key only means "ask the database": the copy can say "closed" wrongly, never "open".
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from alfred.ingest.storage import phone_key
 from alfred.models import CustomerWindow
 
 WINDOW = timedelta(hours=24)
+WINDOW_S = int(WINDOW.total_seconds())
 # Only templates may open a conversation (FACTS F11); everything else needs an open window.
 TYPES_OUTSIDE_WINDOW = frozenset({"template"})
 
@@ -23,6 +30,28 @@ def recipient_keys(message: dict) -> list[str]:
     if message.get("recipient"):
         keys.append(str(message["recipient"]))
     return keys
+
+
+def needs_window(message: dict) -> bool:
+    """Say whether Meta takes this message only inside the 24-hour window."""
+    return message.get("type") not in TYPES_OUTSIDE_WINDOW
+
+
+def window_key(tenant_id: str, user_key: str) -> str:
+    """Name the Redis key that exists while the user's window with the tenant is open."""
+    return f"alfred:window:{tenant_id}:{user_key}"
+
+
+def remember_open(pipe, tenant_id: str, user_key: str, last_inbound: float) -> int:
+    """Queue on `pipe` the commands that keep the window's key until it closes; count them.
+
+    NX then EXPIREAT GT: a late, older message never shortens a window a newer one opened.
+    """
+    closes = int(last_inbound) + WINDOW_S
+    key = window_key(tenant_id, user_key)
+    pipe.set(key, int(last_inbound), exat=closes, nx=True)
+    pipe.expireat(key, closes, gt=True)
+    return 2
 
 
 def last_inbound(session: Session, tenant_id: str, keys: list[str]) -> datetime | None:
@@ -41,7 +70,7 @@ def last_inbound(session: Session, tenant_id: str, keys: list[str]) -> datetime 
 
 def window_closed(session: Session, tenant_id: str, message: dict, now: datetime) -> bool:
     """Say whether Meta would refuse this message with 131047 (re-engagement required)."""
-    if message.get("type") in TYPES_OUTSIDE_WINDOW:
+    if not needs_window(message):
         return False
     latest = last_inbound(session, tenant_id, recipient_keys(message))
     return latest is None or now - latest > WINDOW

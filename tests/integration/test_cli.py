@@ -135,8 +135,6 @@ def _dead_letter(settings, key: str) -> None:
         "enqueued_at": time.time(),
     }
     with session_scope(settings.database_url) as session:
-        records.ensure_outbound(session, "home", key, message)
-        session.execute(update(Message).values(attempts=8))
         records.mark_failed(
             session,
             "home",
@@ -145,6 +143,7 @@ def _dead_letter(settings, key: str) -> None:
             errors=[{"code": 131000, "message": "Something went wrong"}],
             status="dead_lettered",
         )
+        session.execute(update(Message).where(Message.idempotency_key == key).values(attempts=8))
 
 
 def test_dlq_list_and_replay_re_enqueue_with_fresh_attempts(env, settings, queue_redis):

@@ -16,6 +16,7 @@ from alfred.outbound import service
 from alfred.outbound.journal import outbound_journal
 from alfred.simulator.faults import FaultConfig
 from alfred.streams import INGEST_STREAM
+from tests.helpers import body_of, fixture
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for
 
 USER = "+447700900123"
@@ -125,6 +126,100 @@ def test_a_bsuid_recipient_finds_its_window_and_is_sent(sender, simulator, env):
     outcome = sender.send(stamped(text(to=None, recipient=BSUID)))
     assert outcome.status == "sent"
     assert simulator.state.messages()[0]["recipient"] == BSUID
+
+
+def test_an_inbound_message_opens_the_window_in_redis_until_it_closes(
+    sender, simulator, settings, env, redis_client
+):
+    from alfred.ingest.service import ingest_body
+    from alfred.outbound.window import WINDOW_S, window_key
+
+    wrote_at = int(time.time()) - 3600
+    ingest_body(
+        body_of(fixture("text", now=wrote_at)),
+        received_at=wrote_at,
+        settings=settings,
+        client=redis_client,
+        check_skew=False,
+    )
+    for name in ("447700900123", BSUID):
+        expires = redis_client.expiretime(window_key("home", name))
+        assert abs(expires - (wrote_at + WINDOW_S)) <= 1
+    # The sender trusts the Redis copy: with the database row gone it still sends.
+    with session_scope(env["DATABASE_URL"]) as session:
+        session.execute(CustomerWindow.__table__.delete())
+    assert sender.send(stamped(text())).status == "sent"
+    assert sender.send(stamped(text(to=None, recipient=BSUID))).status == "sent"
+
+
+def test_an_older_message_arriving_late_never_shortens_the_window(redis_client):
+    from alfred.outbound.window import WINDOW_S, remember_open, window_key
+
+    now = int(time.time())
+    for wrote_at in (now - 60, now - 7200):  # the newer first, then a late older one
+        pipe = redis_client.pipeline()
+        remember_open(pipe, "home", "447700900123", wrote_at)
+        pipe.execute()
+    assert redis_client.expiretime(window_key("home", "447700900123")) == now - 60 + WINDOW_S
+
+
+def test_a_window_found_only_in_the_database_is_copied_to_redis(
+    sender, simulator, env, redis_client
+):
+    from alfred.outbound.window import window_key
+
+    open_window(env["DATABASE_URL"], "home", "447700900123", age=timedelta(hours=23))
+    assert not redis_client.exists(window_key("home", "447700900123"))
+    assert sender.send(stamped(text())).status == "sent"
+    ttl = redis_client.ttl(window_key("home", "447700900123"))
+    assert 3500 < ttl <= 3600  # it closes with the window, an hour from now
+
+
+def test_a_decided_message_is_never_sent_even_once_its_window_opens(
+    sender, simulator, env, redis_client
+):
+    message = stamped(text(idempotency_key="too-late"))
+    assert sender.send(message).status == "failed"  # no window at all
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    outcome = sender.send(dict(message))  # the orchestrator's retry, or a duplicated task
+    assert (outcome.status, outcome.reason) == ("failed", "already_final")
+    assert simulator.state.messages() == []
+    assert len(stream_entries(redis_client)) == 1  # send_failed, told once
+
+
+def test_a_decision_interrupted_before_it_was_recorded_is_completed_not_sent(
+    sender, simulator, env, redis_client
+):
+    from alfred.streams import final_key
+
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    message = stamped(text(idempotency_key="half-decided"))
+    # A worker died right after writing its decision to Redis: no row, no event yet.
+    decision = {"status": "dead_lettered", "reason": "meta_unavailable", "errors": []}
+    redis_client.set(final_key("home", "half-decided"), json.dumps(decision))
+    outbound_journal(redis_client).add("home:half-decided", json.dumps(message), due_in=0)
+    outcome = sender.send(message)
+    assert (outcome.status, outcome.reason) == ("dead_lettered", "already_final")
+    assert simulator.state.messages() == []
+    assert row(env["DATABASE_URL"], "half-decided").status == "dead_lettered"
+    (event,) = stream_entries(redis_client)
+    assert (event["event"], event["envelope"]["id"]) == ("send_failed", "half-decided")
+    assert outbound_journal(redis_client).size() == 0
+
+
+def test_an_acceptance_known_only_from_the_sent_mark_is_recorded(
+    sender, simulator, env, redis_client
+):
+    from alfred.streams import sent_key
+
+    open_window(env["DATABASE_URL"], "home", "447700900123")
+    # Meta's status webhook marked the key sent; the sender that called died before its row.
+    redis_client.set(sent_key("home", "died-after-200"), "wamid.ACCEPTED")
+    outcome = sender.send(stamped(text(idempotency_key="died-after-200")))
+    assert outcome.status == "duplicate"
+    assert simulator.state.messages() == []
+    record = row(env["DATABASE_URL"], "died-after-200")
+    assert (record.status, record.wamid) == ("accepted", "wamid.ACCEPTED")
 
 
 def test_outside_the_window_nothing_is_sent_and_the_orchestrator_is_told(
@@ -284,7 +379,7 @@ def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
     assert (event["event"], event["envelope"]["id"]) == ("send_failed", "doomed")
     with session_scope(env["DATABASE_URL"]) as session:
         (dead,) = records.dead_letters(session)
-        replayed = records.reopen(session, dead)
+        replayed = records.reopen(session, dead, redis_client)
     simulator.state.set_faults(FaultConfig())
     assert sender.send(replayed).status == "sent"
     assert row(env["DATABASE_URL"], "doomed").status == "accepted"
