@@ -377,3 +377,16 @@ def assert_no_secret(exc: BaseException, *extra: Secret) -> None:
     for secret in (TOKEN, *extra):
         for text in texts:
             assert secret.reveal() not in text
+
+
+def test_proxies_and_ca_bundle_come_from_the_environment_once(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corporate.pem")
+    client = GraphClient("https://graph.facebook.com", "v25.0")
+    assert client.session.proxies.get("https") == "http://proxy.internal:3128"
+    assert client.session.verify == "/etc/ssl/corporate.pem"
+    # Read once: later changes to the environment do not reach a running client.
+    assert client.session.trust_env is False
+    local = GraphClient("https://localhost:8443", "v25.0")
+    assert "https" not in local.session.proxies
