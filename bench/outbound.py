@@ -257,6 +257,7 @@ def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: floa
     """
     stack.stop("worker")
     stack.flush_redis()
+    seed(stack)  # the windows' Redis copies went with the flush
     prefix = f"drain{pool}-{int(time.time() * 1000)}"
     before = sim_stats(stack)
     messages = [outbound_message(prefix, i, users=RECIPIENTS) for i in range(count)]

@@ -124,6 +124,7 @@ def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
             pools[pool] = {"skipped": "gevent is not installed"}
             continue
         stack.flush_redis()
+        outbound.seed(stack)  # the windows' Redis copies went with the flush
         stack.start_worker(pool, concurrency)
         try:
             maxed = [

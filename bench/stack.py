@@ -364,7 +364,8 @@ class Stack:
         self.redis().flushall()
 
     def seed_windows(self, recipients: list[str]) -> None:
-        """Open the 24-hour window of every recipient for both tenants, as an inbound would."""
+        """Open the 24-hour window of every recipient for both tenants, as an inbound would:
+        a row in the database and its copy in Redis."""
         from sqlalchemy import delete
 
         from alfred.db import get_engine
@@ -386,6 +387,13 @@ class Stack:
             connection.execute(delete(CustomerWindow.__table__))
             for start in range(0, len(rows), 1000):
                 connection.execute(CustomerWindow.__table__.insert(), rows[start : start + 1000])
+        # Ingest also keeps a Redis copy of each window, where the sender looks first.
+        from alfred.outbound.window import remember_open
+
+        pipe = self.redis().pipeline(transaction=False)
+        for row in rows:
+            remember_open(pipe, row["tenant_id"], row["user_key"], now.timestamp())
+        pipe.execute()
 
     def close(self) -> None:
         """Stop every process (web first, Redis last), drop the database, remove temp files."""

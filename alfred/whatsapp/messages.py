@@ -19,7 +19,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from alfred.whatsapp.messages_fields import is_bsuid, normalise_phone
+from alfred.whatsapp.messages_fields import is_bsuid, normalise_phone, schema_instance
 from alfred.whatsapp.messages_interactive import interactive_errors
 from alfred.whatsapp.messages_types import (
     AudioMessage,
@@ -136,14 +136,14 @@ class Envelope(Schema):
 
 def _type_errors(kind: str, obj: object) -> dict[str, Any]:
     if kind == "contacts":
-        return ContactsList().validate({"contacts": obj}).get("contacts", {})
+        return schema_instance(ContactsList).validate({"contacts": obj}).get("contacts", {})
     if kind == "interactive":
         return interactive_errors(obj)
     if not isinstance(obj, dict):
         return {"_schema": ["Must be an object."]}
     schema = TYPES[kind]
     assert schema is not None
-    return schema().validate(obj)
+    return schema_instance(schema).validate(obj)
 
 
 def _reason(errors: dict[str, Any]) -> str:
@@ -160,7 +160,7 @@ def validate_message(message: object) -> dict:
     data = dict(message)
     if "type" not in data and "text" in data:
         data["type"] = "text"  # Meta's own default when type is left out
-    errors: dict[str, Any] = Envelope().validate(data)
+    errors: dict[str, Any] = schema_instance(Envelope).validate(data)
     kind = data.get("type")
     if "type" not in errors:
         if kind not in data:

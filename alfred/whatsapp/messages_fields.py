@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -145,3 +146,13 @@ class TextHeader(Base):
 
     type = fields.Str(required=True, validate=validate.Equal("text"))
     text = fields.Str(required=True, validate=[validate.Length(min=1, max=60), non_blank])
+
+
+@functools.cache
+def schema_instance(schema_class: type) -> Any:
+    """Return the one instance of a schema class that every validation shares.
+
+    Building a marshmallow schema deep-copies each declared field, a cost paid on every send
+    if built per call; validate() keeps no state on the instance, so sharing it is safe.
+    """
+    return schema_class()

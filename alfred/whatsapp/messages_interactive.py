@@ -11,6 +11,7 @@ from alfred.whatsapp.messages_fields import (
     Header,
     TextHeader,
     non_blank,
+    schema_instance,
     text_object,
     url,
 )
@@ -168,4 +169,4 @@ def interactive_errors(obj: object) -> dict[str, Any]:
     if schema is None:
         choices = ", ".join(sorted(INTERACTIVE_SCHEMAS))
         return {"type": [f"Unknown interactive type {kind!r}; one of: {choices}."]}
-    return schema().validate(obj)
+    return schema_instance(schema).validate(obj)
