@@ -133,11 +133,15 @@ def _check(message: dict) -> None:
 
 def _send_now(message: dict) -> int:
     """Send one message in this process, once, and print what Meta made of it."""
+    from alfred import runtime
+    from alfred.outbound.audit import write_pending
     from alfred.outbound.service import stamp
     from alfred.outbound.tasks import sender
 
     message = stamp(message)
     outcome = sender().send(message)
+    # No worker may be running to write the audit batch: write it from here.
+    write_pending(settings=_settings(), client=runtime.redis_client())
     print(f"idempotency key: {message['idempotency_key']}")
     print(f"status: {outcome.status}")
     if outcome.wamids:

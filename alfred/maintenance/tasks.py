@@ -12,6 +12,8 @@ from alfred.ingest.receive import REDRIVE_AFTER_S as INGEST_REDRIVE_AFTER_S
 from alfred.ingest.receive import ingest_journal
 from alfred.ingest.tasks import redrive_ingest
 from alfred.maintenance.sweeper import sweep
+from alfred.outbound.audit import REDRIVE_AFTER_S as AUDIT_REDRIVE_AFTER_S
+from alfred.outbound.audit import audit_journal, redrive_audit
 from alfred.outbound.journal import REDRIVE_AFTER_S as SEND_REDRIVE_AFTER_S
 from alfred.outbound.journal import outbound_journal, publish_send
 
@@ -25,11 +27,12 @@ ON_START_MIN_AGE_S = 0.0
 JOURNALS = (
     ("ingest", ingest_journal, INGEST_REDRIVE_AFTER_S, redrive_ingest),
     ("outbound", outbound_journal, SEND_REDRIVE_AFTER_S, publish_send),
+    ("audit", audit_journal, AUDIT_REDRIVE_AFTER_S, redrive_audit),
 )
 
 
 def sweep_all(now: float | None = None, *, min_age: float | None = None) -> dict[str, int]:
-    """Re-drive both journals' overdue entries (or, with min_age, all entries that old)."""
+    """Re-drive every journal's overdue entries (or, with min_age, all entries that old)."""
     client = runtime.redis_client()
     now = time.time() if now is None else now
     counts = {}

@@ -65,6 +65,9 @@ class SendAttempt(TenantScoped, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), index=True)
+    # One id per call, fixed before it is made: recording an accepted call twice (the audit
+    # batch re-driven after a crash) writes one row.
+    call_id: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     http_status: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[int | None] = mapped_column(Integer)

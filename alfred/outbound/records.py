@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from alfred.db import session_scope
 from alfred.ingest.envelope import send_failed_envelope
 from alfred.ingest.service import append_events
+from alfred.ingest.storage import advance_outbound_statuses
 from alfred.models import Message, MessageStatus, SendAttempt
 from alfred.models.base import utcnow
 from alfred.models.messages import OUTBOUND
@@ -79,28 +81,31 @@ def _row(tenant_id: str, message: dict, **values) -> dict:
 
 
 @lru_cache(maxsize=4)
-def _upserts(dialect: str) -> dict[str, Any]:
-    """Build, once per dialect, the upserts of an outbound row, each one statement.
+def _statements(dialect: str) -> dict[str, Any]:
+    """Build, once per dialect, the statements that write outbound rows.
 
-    The row is written when the message's first outcome is known, not before the call: a
-    send then costs one transaction. Each statement is built once so SQLAlchemy's compiled
-    cache serves it; status lists are constants, not expanding IN parameters.
+    Every write is an upsert of the message's row, so the row appears with its first outcome
+    and no send pays a trip before the call. Each is idempotent: the attempts so far come
+    with the call (the task carries them), and the row keeps the greatest count seen, so a
+    batch recorded twice counts nothing twice. Built once so SQLAlchemy's compiled cache
+    serves them; status lists are constants, not expanding IN parameters.
     """
     table = Message.__table__
     c = table.c
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    postgres = dialect == "postgresql"
+    insert = pg_insert if postgres else sqlite_insert
+    greatest = func.greatest if postgres else func.max  # SQLite's two-argument max() is scalar
     still_open = or_(*(c.status == literal_column(f"'{name}'") for name in _OPEN))
 
-    def upsert(returning: bool = False, **set_):
+    def upsert(**set_):
         statement = insert(table)
-        statement = statement.on_conflict_do_update(
+        return statement.on_conflict_do_update(
             index_elements=["tenant_id", "idempotency_key"],
             set_={
                 key: value(statement.excluded) if callable(value) else value
                 for key, value in {**set_, "updated_at": lambda x: x.updated_at}.items()
             },
         )
-        return statement.returning(c.attempts) if returning else statement
 
     def if_open(then, otherwise):
         return case((still_open, then), else_=otherwise)
@@ -112,36 +117,27 @@ def _upserts(dialect: str) -> dict[str, Any]:
         "error_reason": if_open(null(), c.error_reason),
         "error_detail": if_open(null(), c.error_detail),
     }
+    attempts = {"attempts": lambda x: greatest(c.attempts, x.attempts)}
+    errors = {
+        "error_code": lambda x: x.error_code,
+        "error_reason": lambda x: x.error_reason,
+        "error_detail": lambda x: x.error_detail,
+    }
+    attempt_insert = insert(SendAttempt.__table__)
     return {
-        # Meta accepted one more call: count it, keep the first part's wamid.
-        "accepted": upsert(True, attempts=c.attempts + 1, **accepted),
+        # Meta accepted a call: keep the first part's wamid.
+        "accepted": upsert(**attempts, **accepted),
         # Meta accepted it, learnt from a sent mark (a status webhook, or a sender that died
-        # before writing this row): record the acceptance, not a call.
-        "seen_accepted": upsert(False, **accepted),
-        "failed_attempt": upsert(
-            True,
-            attempts=c.attempts + 1,
-            error_code=lambda x: x.error_code,
-            error_reason=lambda x: x.error_reason,
-            error_detail=lambda x: x.error_detail,
-        ),
-        "final": upsert(
-            False,
-            status=lambda x: x.status,
-            error_code=lambda x: x.error_code,
-            error_reason=lambda x: x.error_reason,
-            error_detail=lambda x: x.error_detail,
-        ),
+        # before its acceptance was recorded): record the acceptance, not a call.
+        "seen_accepted": upsert(**accepted),
+        "failed_attempt": upsert(**attempts, **errors),
+        "final": upsert(status=lambda x: x.status, **errors),
+        "attempt": attempt_insert.on_conflict_do_nothing(index_elements=["call_id"]),
     }
 
 
-def _upsert(session: Session, name: str, row: dict) -> int | None:
-    """Run one of the upserts; return the attempts so far where it counts them."""
-    result = session.execute(_upserts(session.get_bind().dialect.name)[name], row)
-    return result.scalar_one() if name in _COUNTING else None
-
-
-_COUNTING = frozenset({"accepted", "failed_attempt"})
+def _execute(session: Session, name: str, params: dict | list[dict]) -> None:
+    session.execute(_statements(session.get_bind().dialect.name)[name], params)
 
 
 def _attempt_row(
@@ -151,6 +147,7 @@ def _attempt_row(
     return {
         "tenant_id": tenant_id,
         "idempotency_key": str(message.get("idempotency_key")),
+        "call_id": None,
         "attempt": attempt,
         "payload": redact(body),
         "duration_ms": round(elapsed * 1000, 2),
@@ -164,44 +161,95 @@ def _attempt_row(
     }
 
 
-_INSERT_ATTEMPT = SendAttempt.__table__.insert()
-
-
-def attempt_succeeded(
-    session: Session,
+def accepted_call(
     tenant_id: str,
     message: dict,
     body: dict,
     result: SendResult,
+    *,
+    attempt: int,
     elapsed: float,
-) -> int:
-    """Record Meta's acceptance of a call (a message, or one part of a long text).
+    call_id: str,
+) -> dict:
+    """Describe an accepted call as the audit batch stores it (JSON, until it is written)."""
+    return {
+        "tenant_id": tenant_id,
+        "message": redact(message),
+        "body": redact(body),
+        "wamid": result.wamid,
+        "http_status": result.http_status,
+        "attempt": attempt,
+        "elapsed": elapsed,
+        "call_id": call_id,
+        "at": time.time(),
+    }
 
-    Return the message's attempts so far, this one included.
+
+def write_accepted(session: Session, calls: list[dict]) -> None:
+    """Write a batch of accepted calls: each message's row, each call's row, known statuses.
+
+    Idempotent, so a batch re-driven after a crash writes nothing twice. Rows go in key
+    order, so two writers never wait on each other's locks in opposite orders.
     """
-    attempt = _upsert(
+    if not calls:
+        return
+    calls = sorted(calls, key=lambda c: (c["tenant_id"], str(c["message"].get("idempotency_key"))))
+    messages: dict[tuple[str, str], dict] = {}
+    for call in calls:
+        row = _row(
+            call["tenant_id"],
+            call["message"],
+            status="accepted",
+            attempts=call["attempt"],
+            wamid=call["wamid"],
+        )
+        slot = (row["tenant_id"], row["idempotency_key"])
+        if slot in messages:  # parts of one long text: the first part's wamid, the most calls
+            row = {**messages[slot], "attempts": max(messages[slot]["attempts"], row["attempts"])}
+        messages[slot] = row
+    _execute(session, "accepted", list(messages.values()))
+    _execute(
         session,
-        "accepted",
-        _row(tenant_id, message, status="accepted", attempts=1, wamid=result.wamid),
+        "attempt",
+        [
+            _attempt_row(
+                call["tenant_id"],
+                call["message"],
+                call["body"],
+                call["attempt"],
+                call["elapsed"],
+                http_status=call["http_status"],
+                wamid=call["wamid"],
+                call_id=call["call_id"],
+                created_at=datetime.fromtimestamp(call["at"], UTC),
+            )
+            for call in calls
+        ],
     )
-    session.execute(
-        _INSERT_ATTEMPT,
-        _attempt_row(
-            tenant_id,
-            message,
-            body,
-            attempt,
-            elapsed,
-            http_status=result.http_status,
-            wamid=result.wamid,
-        ),
-    )
-    return int(attempt)
+    _replay_statuses(session, {(c["tenant_id"], c["wamid"]) for c in calls})
+
+
+def _replay_statuses(session: Session, wamids: set[tuple[str, str]]) -> None:
+    """Apply statuses Meta reported before the acceptance was written (a busy batch)."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant_id, wamid in wamids:
+        by_tenant.setdefault(tenant_id, []).append(wamid)
+    events = []
+    for tenant_id, ids in by_tenant.items():
+        for status in session.execute(
+            select(MessageStatus.wamid, MessageStatus.status, MessageStatus.errors).where(
+                MessageStatus.tenant_id == tenant_id, MessageStatus.wamid.in_(ids)
+            )
+        ):
+            envelope = {"status": status.status, "errors": status.errors}
+            events.append(InboundEvent(tenant_id, "status", status.wamid, "", 0, envelope))
+    if events:
+        advance_outbound_statuses(session, events)
 
 
 def accepted_before(session: Session, tenant_id: str, message: dict, wamid: str) -> None:
     """Make sure the row shows an acceptance known only from the sent mark."""
-    _upsert(session, "seen_accepted", _row(tenant_id, message, status="accepted", wamid=wamid))
+    _execute(session, "seen_accepted", _row(tenant_id, message, status="accepted", wamid=wamid))
 
 
 def attempt_failed(
@@ -210,17 +258,21 @@ def attempt_failed(
     message: dict,
     body: dict,
     exc: GraphError,
+    *,
+    attempt: int,
     elapsed: float,
-) -> int:
-    """Record a failed call with Meta's status and code; return the attempts so far."""
+    call_id: str,
+) -> None:
+    """Record a failed call with Meta's status and code."""
     errors = {
         "error_code": exc.code if isinstance(exc.code, int) else None,
         "error_reason": exc.reason[:64],
         "error_detail": str(exc)[:2000],
     }
-    attempt = _upsert(session, "failed_attempt", _row(tenant_id, message, attempts=1, **errors))
-    session.execute(
-        _INSERT_ATTEMPT,
+    _execute(session, "failed_attempt", _row(tenant_id, message, attempts=attempt, **errors))
+    _execute(
+        session,
+        "attempt",
         _attempt_row(
             tenant_id,
             message,
@@ -230,9 +282,9 @@ def attempt_failed(
             http_status=exc.http_status,
             error_code=errors["error_code"],
             error_reason=errors["error_reason"],
+            call_id=call_id,
         ),
     )
-    return int(attempt)
 
 
 def mark_failed(
@@ -241,7 +293,7 @@ def mark_failed(
     """Close a message as failed, invalid or dead-lettered, with the reason."""
     first = errors[0] if errors else {}
     code = first.get("code") if isinstance(first.get("code"), int) else None
-    _upsert(
+    _execute(
         session,
         "final",
         _row(
@@ -331,4 +383,6 @@ def reopen(session: Session, row: Message, client: redis.Redis) -> dict:
     row.attempts = 0
     row.updated_at = utcnow()
     client.delete(final_key(row.tenant_id, str(row.idempotency_key)))
-    return dict(row.payload or {})
+    message = dict(row.payload or {})
+    message.pop("attempts_made", None)  # fresh attempts
+    return message

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -16,6 +17,9 @@ from alfred import metrics
 from alfred.config import Settings, Tenant
 from alfred.db import session_scope
 from alfred.outbound import records
+from alfred.outbound.audit import READY_KEY as AUDIT_READY_KEY
+from alfred.outbound.audit import REDRIVE_AFTER_S as AUDIT_REDRIVE_AFTER_S
+from alfred.outbound.audit import audit_journal
 from alfred.outbound.journal import entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter
 from alfred.outbound.split import split_text
@@ -79,6 +83,25 @@ for i = 4 + parts, #KEYS do
 end
 return {'go', '0'}
 """
+# Meta accepted a call: in one step, mark the key sent (first, so nothing can split the
+# two), journal the call's audit record for the batch writer (alfred/outbound/audit.py) and,
+# for the last part, release the lock, drop the marker and forget the journaled message.
+# KEYS: sent key, audit records, audit due, audit ready list, lock, marker, outbound records,
+# outbound due. ARGV: wamid, sent TTL (s), call id, audit record, audit due time, lock token,
+# journal entry ('' while parts remain). Returns the ready list's length.
+_ACCEPTED = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+local waiting = redis.call('RPUSH', KEYS[4], ARGV[3])
+if ARGV[7] ~= '' then
+  if redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('DEL', KEYS[5]) end
+  redis.call('DEL', KEYS[6])
+  redis.call('HDEL', KEYS[7], ARGV[7])
+  redis.call('ZREM', KEYS[8], ARGV[7])
+end
+return waiting
+"""
 # One round trip after: release the lock if still ours, drop the marker unless an answer is
 # in doubt, and forget the journaled message once its outcome is recorded.
 # KEYS: lock, marker, journal records, journal due. ARGV: token, keep marker, journal entry.
@@ -101,6 +124,18 @@ class SendOutcome:
     retry_in: float = 0.0
     reason: str | None = None
     wamids: list[str] = field(default_factory=list)
+    attempts_made: int | None = None  # set when a call failed: the retry carries the count
+
+
+@dataclass
+class _Call:
+    """One run's hold on a message: its lock, its marker, and whether a call is out."""
+
+    lock: str
+    marker: str
+    token: str
+    calling: bool = False  # a crash now leaves Meta's answer in doubt
+    released: bool = False  # the accepted script already released the lock
 
 
 def stamp(message: dict) -> dict:
@@ -132,6 +167,7 @@ class Sender:
         limiter: SendLimiter,
         tier: TierMeter,
         chunk_order: str = "accepted",
+        publish_audit: Callable[[], object] = lambda: None,
     ):
         self.settings = settings
         self.client = client
@@ -140,7 +176,12 @@ class Sender:
         self.tier = tier
         self.chunk_order = chunk_order
         self.journal = outbound_journal(client)
+        self.audit = audit_journal(client)
+        # Called when an accepted call is the first waiting to be written: it publishes the
+        # task that writes the batch (alfred/outbound/audit.py).
+        self.publish_audit = publish_audit
         self._begin = client.register_script(_BEGIN)
+        self._accepted = client.register_script(_ACCEPTED)
         self._finish = client.register_script(_FINISH)
 
     def send(self, message: object) -> SendOutcome:
@@ -177,7 +218,7 @@ class Sender:
         if state == b"busy":
             return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
         outcome: SendOutcome | None = None
-        calling = [False]  # set while a call is out: a crash then leaves the answer in doubt
+        call = _Call(lock=lock, marker=marker, token=token)
         try:
             if state == b"in_doubt":
                 # An earlier attempt died calling Meta: it may have been accepted. Its status
@@ -201,19 +242,20 @@ class Sender:
                     status="failed",
                 )
                 return outcome
-            outcome = self._send_parts(tenant, message, parts, calling)
+            outcome = self._send_parts(tenant, message, parts, call)
             return outcome
         finally:
             # An answer that never came keeps the marker: the retry must wait for the grace.
-            doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else calling[0]
-            self._finish(
-                keys=[lock, marker, self.journal.records_key, self.journal.due_key],
-                args=[
-                    token,
-                    int(doubtful),
-                    entry_id(message) if outcome and outcome.status == "sent" else "",
-                ],
-            )
+            doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else call.calling
+            if not call.released:
+                self._finish(
+                    keys=[lock, marker, self.journal.records_key, self.journal.due_key],
+                    args=[
+                        token,
+                        int(doubtful),
+                        entry_id(message) if outcome and outcome.status == "sent" else "",
+                    ],
+                )
 
     def _window_open_in_db(self, tenant: Tenant, names: list[str]) -> bool:
         """Ask the record when Redis has no open window; copy an open one back to Redis."""
@@ -263,12 +305,14 @@ class Sender:
             for i, chunk in enumerate(chunks)
         ]
 
-    def _send_parts(self, tenant: Tenant, message: dict, parts, calling: list[bool]) -> SendOutcome:
+    def _send_parts(self, tenant: Tenant, message: dict, parts, call: _Call) -> SendOutcome:
         wamids: list[str] = []
         tid = tenant.tenant_id
         recipient = (recipient_keys(message) or ["?"])[0]
         previous: str | None = None
-        for part_key, body in parts:
+        # Calls recorded before this run: the task carries the count (see _after_error).
+        attempt = int(message.get("attempts_made") or 0)
+        for index, (part_key, body) in enumerate(parts):
             # The begin script saw a single part unsent and holds the lock: no need to look.
             already = self.client.get(sent_key(tid, part_key)) if len(parts) > 1 else None
             if already:
@@ -288,25 +332,52 @@ class Sender:
                 return SendOutcome("retry", retry_in=wait, reason="paced")
             lag = time.time() - float(message.get("enqueued_at") or time.time())
             metrics.SEND_LAG.labels(tid).observe(max(0.0, lag))
+            attempt += 1
+            call_id = uuid.uuid4().hex
             started = time.perf_counter()
-            calling[0] = True
+            call.calling = True
             try:
                 result = self.graph.send_message(
                     tenant.phone_number_id, current_token(tenant, self.settings), body
                 )
             except GraphError as exc:
-                calling[0] = False
+                call.calling = False
                 elapsed = time.perf_counter() - started
-                return self._after_error(tenant, message, body, exc, elapsed)
-            # Record the success before anything else: a crash between Meta's answer and this
-            # line is the only window in which a re-drive would send twice (docs/outbound.md).
-            self.client.set(sent_key(tid, part_key), result.wamid, ex=SENT_TTL_S)
-            calling[0] = False
+                return self._after_error(tenant, message, body, exc, attempt, elapsed, call_id)
             elapsed = time.perf_counter() - started
+            last = index == len(parts) - 1
+            audit = records.accepted_call(
+                tid, message, body, result, attempt=attempt, elapsed=elapsed, call_id=call_id
+            )
+            # Record the success before anything else: a crash between Meta's answer and this
+            # script is the only window in which a re-drive would send twice (docs/outbound.md).
+            waiting = self._accepted(
+                keys=[
+                    sent_key(tid, part_key),
+                    self.audit.records_key,
+                    self.audit.due_key,
+                    AUDIT_READY_KEY,
+                    call.lock,
+                    call.marker,
+                    self.journal.records_key,
+                    self.journal.due_key,
+                ],
+                args=[
+                    result.wamid,
+                    SENT_TTL_S,
+                    call_id,
+                    json.dumps(audit, ensure_ascii=False, default=str),
+                    time.time() + AUDIT_REDRIVE_AFTER_S,
+                    call.token,
+                    entry_id(message) if last else "",
+                ],
+            )
+            call.calling = False
+            call.released = last
+            if waiting == 1:
+                self.publish_audit()
             metrics.SEND_SECONDS.labels(tid).observe(elapsed)
             metrics.SEND_ATTEMPTS.labels(tid, "ok").inc()
-            with session_scope(self.settings.database_url) as session:
-                records.attempt_succeeded(session, tid, message, body, result, elapsed)
             previous = result.wamid
             wamids.append(result.wamid)
         if message.get("type") == "template":
@@ -335,11 +406,22 @@ class Sender:
         message: dict,
         body: dict,
         exc: GraphError,
+        attempt: int,
         elapsed: float,
+        call_id: str,
     ) -> SendOutcome:
         metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, exc.reason).inc()
         with session_scope(self.settings.database_url) as session:
-            attempt = records.attempt_failed(session, tenant.tenant_id, message, body, exc, elapsed)
+            records.attempt_failed(
+                session,
+                tenant.tenant_id,
+                message,
+                body,
+                exc,
+                attempt=attempt,
+                elapsed=elapsed,
+                call_id=call_id,
+            )
         log.warning(
             "send.attempt_failed",
             extra={
@@ -368,9 +450,13 @@ class Sender:
                 "retry",
                 retry_in=max(backoff(attempt, exc.min_retry_delay_s), 5.0),
                 reason="no_answer",
+                attempts_made=attempt,
             )
         return SendOutcome(
-            "retry", retry_in=backoff(attempt, exc.min_retry_delay_s), reason=exc.reason
+            "retry",
+            retry_in=backoff(attempt, exc.min_retry_delay_s),
+            reason=exc.reason,
+            attempts_made=attempt,
         )
 
     def _finish_failed(

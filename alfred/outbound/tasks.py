@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import lru_cache
 
@@ -11,6 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
+from alfred.outbound.audit import write_pending
 from alfred.outbound.journal import REDRIVE_AFTER_S, entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter
 from alfred.outbound.service import Sender, stamp
@@ -18,6 +20,8 @@ from alfred.outbound.tier import TierMeter
 from alfred.tokens.store import current_token
 from alfred.whatsapp.errors import TransientError
 from alfred.whatsapp.graph import GraphClient
+
+log = logging.getLogger(__name__)
 
 
 class JournaledSend(Task):
@@ -65,6 +69,7 @@ def sender() -> Sender:
         limiter=SendLimiter(client),
         tier=TierMeter(client, limit=int(os.environ.get("ALFRED_TIER_LIMIT", "1000"))),
         chunk_order=os.environ.get("ALFRED_CHUNK_ORDER", "accepted"),
+        publish_audit=publish_audit,
     )
 
 
@@ -81,8 +86,37 @@ def send_message(self, message: dict) -> str:
     """Send one message to a WhatsApp user through the Graph API, exactly once in effect."""
     outcome = sender().send(message)
     if outcome.status == "retry":
+        if outcome.attempts_made is not None:
+            # The calls made so far travel with the message, journal included, so the row's
+            # count needs no read before each call.
+            raise self.retry(
+                countdown=outcome.retry_in,
+                args=[{**message, "attempts_made": outcome.attempts_made}],
+            )
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status
+
+
+@shared_task(
+    name="alfred.record_sends",
+    ignore_result=True,
+    autoretry_for=(RedisError, OperationalError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=None,  # the records wait in the journal meanwhile; nothing is dropped
+)
+def record_sends() -> int:
+    """Write the accepted calls waiting in Redis to the database, a batch at a time."""
+    return write_pending(settings=runtime.settings(), client=runtime.redis_client())
+
+
+def publish_audit() -> None:
+    """Publish the batch writer; if the broker refuses, the sweeper re-drives the records."""
+    try:
+        record_sends.apply_async()
+    except Exception:  # the send itself succeeded: never fail it for its bookkeeping
+        log.warning("audit.publish_failed", exc_info=True)
 
 
 @shared_task(

@@ -50,12 +50,29 @@ def stamped(message: dict) -> dict:
     return service.stamp(message)
 
 
+def retry_of(message: dict, outcome: service.SendOutcome) -> dict:
+    """Return the message as send_message re-publishes it after a failed call."""
+    if outcome.attempts_made is None:
+        return message
+    return {**message, "attempts_made": outcome.attempts_made}
+
+
+def flush_audit() -> int:
+    """Write the accepted calls waiting in Redis, as the record_sends task does."""
+    from alfred import runtime
+    from alfred.outbound.audit import write_pending
+
+    return write_pending(settings=runtime.settings(), client=runtime.redis_client())
+
+
 def row(database_url: str, key: str) -> Message:
+    flush_audit()
     with session_scope(database_url) as session:
         return session.scalar(select(Message).where(Message.idempotency_key == key))
 
 
 def attempts(database_url: str, key: str) -> list[SendAttempt]:
+    flush_audit()
     with session_scope(database_url) as session:
         return list(
             session.scalars(
@@ -332,8 +349,12 @@ def test_meta_errors_are_retried_or_not_as_meta_documents(
     (attempt,) = attempts(env["DATABASE_URL"], message["idempotency_key"])
     assert attempt.error_code == code
     simulator.state.set_faults(FaultConfig())
-    again = sender.send(message)
+    again = sender.send(retry_of(message, result))
     assert again.status == ("sent" if outcome == "retry" else "failed")
+    if outcome == "retry":
+        record = row(env["DATABASE_URL"], message["idempotency_key"])
+        assert (record.status, record.attempts, record.error_code) == ("accepted", 2, None)
+        assert [a.attempt for a in attempts(env["DATABASE_URL"], record.idempotency_key)] == [1, 2]
 
 
 def test_an_unknown_template_is_permanent(sender, simulator, env):
@@ -358,8 +379,9 @@ def test_an_expired_token_is_reread_and_tried_once_more_then_fails(sender, simul
     message = stamped(text())
     first = sender.send(message)
     assert (first.status, first.reason) == ("retry", "access_token_expired")
-    second = sender.send(message)
+    second = sender.send(retry_of(message, first))
     assert (second.status, second.reason) == ("failed", "access_token_expired")
+    assert [a.attempt for a in attempts(env["DATABASE_URL"], message["idempotency_key"])] == [1, 2]
 
 
 def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
@@ -373,16 +395,24 @@ def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
     open_window(env["DATABASE_URL"], "home", "447700900123")
     simulator.state.set_faults(FaultConfig(error_rates={131000: 1.0}))
     message = stamped(text(idempotency_key="doomed"))
-    statuses = [sender.send(message).status for _ in range(service.MAX_ATTEMPTS)]
+    statuses = []
+    for _ in range(service.MAX_ATTEMPTS):
+        outcome = sender.send(message)
+        statuses.append(outcome.status)
+        message = retry_of(message, outcome)
     assert statuses == ["retry"] * (service.MAX_ATTEMPTS - 1) + ["dead_lettered"]
+    assert row(env["DATABASE_URL"], "doomed").attempts == service.MAX_ATTEMPTS
     (event,) = stream_entries(redis_client)
     assert (event["event"], event["envelope"]["id"]) == ("send_failed", "doomed")
     with session_scope(env["DATABASE_URL"]) as session:
         (dead,) = records.dead_letters(session)
         replayed = records.reopen(session, dead, redis_client)
+    assert "attempts_made" not in replayed  # fresh attempts
     simulator.state.set_faults(FaultConfig())
     assert sender.send(replayed).status == "sent"
     assert row(env["DATABASE_URL"], "doomed").status == "accepted"
+    # Every call is audited, the replayed one included.
+    assert len(attempts(env["DATABASE_URL"], "doomed")) == service.MAX_ATTEMPTS + 1
 
 
 def test_a_long_reply_is_split_and_sent_in_order(sender, simulator, env):

@@ -1,0 +1,81 @@
+"""Accepted calls, written to the database in batches instead of one transaction a send.
+
+The sender records Meta's acceptance in Redis, in the same script that marks the key sent
+(alfred/outbound/service.py): the call's audit record goes into a journal and its id onto a
+ready list. A task takes up to BATCH_SIZE records at a time and writes them in one
+transaction (records.write_accepted), so the database costs a send a share of a batch, not
+a round of statements and a commit. The journal keeps each record until it is written; a
+record whose task was lost is re-driven by the sweeper, as the ingest journal's are, and
+writing one twice changes nothing (each call has its own id). See docs/outbound.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+
+import redis
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from alfred.config import Settings
+from alfred.db import session_scope
+from alfred.journal import Journal
+from alfred.outbound import records
+
+log = logging.getLogger(__name__)
+
+AUDIT_JOURNAL = "audit"
+# Ids of accepted calls waiting to be written; a task takes a batch of them at once.
+READY_KEY = "alfred:audit:ready"
+# A record still journaled this long after it was written lost its task; re-drive it.
+REDRIVE_AFTER_S = 30.0
+BATCH_SIZE = 500
+# A task writes batches until the list is empty, within bounds, then leaves the rest to the
+# task the next record publishes (or the sweeper).
+MAX_BATCHES = 20
+INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
+
+
+@lru_cache(maxsize=8)
+def audit_journal(client: redis.Redis) -> Journal:
+    """Return the journal of accepted calls not yet written to the database."""
+    return Journal(client, AUDIT_JOURNAL)
+
+
+def write_pending(*, settings: Settings, client: redis.Redis) -> int:
+    """Write the accepted calls waiting on the ready list, a batch per transaction."""
+    journal = audit_journal(client)
+    written = 0
+    for _ in range(MAX_BATCHES):
+        # A re-driven id may be listed twice: once is enough.
+        ids = list(dict.fromkeys(i.decode() for i in client.lpop(READY_KEY, BATCH_SIZE) or []))
+        if not ids:
+            break
+        found = [
+            (call_id, raw)
+            for call_id, raw in zip(ids, client.hmget(journal.records_key, ids), strict=True)
+            if raw is not None  # written by an earlier batch
+        ]
+        try:
+            with session_scope(settings.database_url) as session:
+                records.write_accepted(session, [json.loads(raw) for _, raw in found])
+        except INFRASTRUCTURE:
+            # Hand the batch back for the retry (if Redis itself is gone, the journal keeps
+            # the records and the sweeper re-drives them).
+            client.lpush(READY_KEY, *reversed(ids))
+            raise
+        journal.done_many([call_id for call_id, _ in found])
+        written += len(found)
+        if len(ids) < BATCH_SIZE:
+            break
+    return written
+
+
+def redrive_audit(call_id: str) -> None:
+    """Put a stalled record back on the ready list and publish a task for it (the sweeper)."""
+    from alfred import runtime
+    from alfred.outbound.tasks import publish_audit
+
+    runtime.redis_client().rpush(READY_KEY, call_id)
+    publish_audit()
