@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
+from alfred.outbound.audit import GATHER_S as AUDIT_GATHER_S
 from alfred.outbound.audit import write_pending
 from alfred.outbound.journal import REDRIVE_AFTER_S, entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter
@@ -114,7 +115,8 @@ def record_sends() -> int:
 def publish_audit() -> None:
     """Publish the batch writer; if the broker refuses, the sweeper re-drives the records."""
     try:
-        record_sends.apply_async()
+        # Wait a moment so a batch gathers: under load, one task writes hundreds of records.
+        record_sends.apply_async(countdown=AUDIT_GATHER_S)
     except Exception:  # the send itself succeeded: never fail it for its bookkeeping
         log.warning("audit.publish_failed", exc_info=True)
 
