@@ -25,34 +25,42 @@ PAIR_KEY = "alfred:rate:pair:{phone_number_id}:{recipient_key}"
 # on by one interval. Nothing is written unless BOTH keys allow, so a refusal takes nothing.
 # Without an explicit clock, the script reads Redis' own TIME, so workers whose clocks drift
 # still agree (Redis 7 replicates a script's effects, which makes TIME safe before writes).
-_RESERVE = """
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
+GCRA_LUA = """
+local function gcra_clock(arg)
+  if arg == '' then
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return tonumber(arg)
 end
-local function tat_of(key)
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then return now end
-  return tat
+local function gcra_take(n_key, p_key, now, n_interval, n_tau, p_interval, p_tau)
+  local function tat_of(key)
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then return now end
+    return tat
+  end
+  local n_tat, p_tat = tat_of(n_key), tat_of(p_key)
+  local n_wait = math.max(n_tat - n_tau - now, 0)
+  local p_wait = math.max(p_tat - p_tau - now, 0)
+  if n_wait > 0 or p_wait > 0 then return 0, n_wait, p_wait end
+  -- The key lives exactly as long as its TAT is in the future; after that an absent key and
+  -- a stale one mean the same thing, so Redis may forget it.
+  local n_new, p_new = n_tat + n_interval, p_tat + p_interval
+  redis.call('SET', n_key, string.format('%d', n_new), 'PX', math.ceil((n_new - now) / 1000) + 1)
+  redis.call('SET', p_key, string.format('%d', p_new), 'PX', math.ceil((p_new - now) / 1000) + 1)
+  return 1, 0, 0
 end
-local n_interval, n_tau = tonumber(ARGV[2]), tonumber(ARGV[3])
-local p_interval, p_tau = tonumber(ARGV[4]), tonumber(ARGV[5])
-local n_tat, p_tat = tat_of(KEYS[1]), tat_of(KEYS[2])
-local n_wait = math.max(n_tat - n_tau - now, 0)
-local p_wait = math.max(p_tat - p_tau - now, 0)
-if n_wait > 0 or p_wait > 0 then
-  return {0, n_wait, p_wait}
-end
--- The key lives exactly as long as its TAT is in the future; after that an absent key and
--- a stale one mean the same thing, so Redis may forget it.
-local n_new, p_new = n_tat + n_interval, p_tat + p_interval
-redis.call('SET', KEYS[1], string.format('%d', n_new), 'PX', math.ceil((n_new - now) / 1000) + 1)
-redis.call('SET', KEYS[2], string.format('%d', p_new), 'PX', math.ceil((p_new - now) / 1000) + 1)
-return {1, 0, 0}
 """
+# KEYS: the number's key, the pair's key. ARGV: the clock ('' = Redis' own), then the
+# number's interval and tolerance, the pair's interval and tolerance (microseconds).
+_RESERVE = (
+    GCRA_LUA
+    + """
+local allowed, n_wait, p_wait = gcra_take(KEYS[1], KEYS[2], gcra_clock(ARGV[1]),
+  tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+return {allowed, n_wait, p_wait}
+"""
+)
 
 _MICRO = 1_000_000
 
@@ -84,6 +92,36 @@ class SendLimiter:
         self._pair_tau_us = (pair_burst - 1) * self._pair_interval_us
         self._number_burst_s = number_burst_s
 
+    def slot(
+        self,
+        *,
+        phone_number_id: str,
+        mps: int,
+        recipient_key: str,
+        now: float | None = None,
+    ) -> tuple[list[str], list]:
+        """Return the keys and arguments of one reservation, as _RESERVE takes them.
+
+        A script that embeds GCRA_LUA (the sender's begin script) takes a slot with these in
+        the same round trip as its own work.
+        """
+        if mps < 1:
+            raise ValueError(f"mps must be at least 1, not {mps}")
+        number_interval_us = math.ceil(_MICRO / mps)
+        number_burst = max(1, round(mps * self._number_burst_s))
+        keys = [
+            NUMBER_KEY.format(phone_number_id=phone_number_id),
+            PAIR_KEY.format(phone_number_id=phone_number_id, recipient_key=recipient_key),
+        ]
+        args = [
+            "" if now is None else str(round(now * _MICRO)),
+            number_interval_us,
+            (number_burst - 1) * number_interval_us,
+            self._pair_interval_us,
+            self._pair_tau_us,
+        ]
+        return keys, args
+
     def reserve(
         self,
         *,
@@ -94,31 +132,23 @@ class SendLimiter:
         now: float | None = None,
     ) -> Reservation:
         """Take one slot for this number and recipient, or say how long to wait, taking nothing."""
-        if mps < 1:
-            raise ValueError(f"mps must be at least 1, not {mps}")
-        number_interval_us = math.ceil(_MICRO / mps)
-        number_burst = max(1, round(mps * self._number_burst_s))
-        allowed, number_wait_us, pair_wait_us = self._script(
-            keys=[
-                NUMBER_KEY.format(phone_number_id=phone_number_id),
-                PAIR_KEY.format(phone_number_id=phone_number_id, recipient_key=recipient_key),
-            ],
-            args=[
-                "" if now is None else str(round(now * _MICRO)),
-                number_interval_us,
-                (number_burst - 1) * number_interval_us,
-                self._pair_interval_us,
-                self._pair_tau_us,
-            ],
+        keys, args = self.slot(
+            phone_number_id=phone_number_id, mps=mps, recipient_key=recipient_key, now=now
         )
+        allowed, number_wait_us, pair_wait_us = self._script(keys=keys, args=args)
         if allowed:
             return Reservation(allowed=True, retry_after_s=0.0, limited_by=None)
-        # The later of the two waits is when both allow: a limit that allows now still
-        # allows later, because its TAT only moves when a slot is taken.
-        limited_by = "number" if number_wait_us >= pair_wait_us else "recipient"
-        metrics.RATE_LIMITED.labels(tenant_id, limited_by).inc()
-        return Reservation(
-            allowed=False,
-            retry_after_s=max(number_wait_us, pair_wait_us) / _MICRO,
-            limited_by=limited_by,
-        )
+        return refused(tenant_id, number_wait_us, pair_wait_us)
+
+
+def refused(tenant_id: str, number_wait_us: int, pair_wait_us: int) -> Reservation:
+    """Describe (and count) a refused reservation from the two limits' waits."""
+    # The later of the two waits is when both allow: a limit that allows now still
+    # allows later, because its TAT only moves when a slot is taken.
+    limited_by = "number" if number_wait_us >= pair_wait_us else "recipient"
+    metrics.RATE_LIMITED.labels(tenant_id, limited_by).inc()
+    return Reservation(
+        allowed=False,
+        retry_after_s=max(number_wait_us, pair_wait_us) / _MICRO,
+        limited_by=limited_by,
+    )

@@ -21,7 +21,7 @@ from alfred.outbound.audit import READY_KEY as AUDIT_READY_KEY
 from alfred.outbound.audit import REDRIVE_AFTER_S as AUDIT_REDRIVE_AFTER_S
 from alfred.outbound.audit import audit_journal
 from alfred.outbound.journal import entry_id, outbound_journal
-from alfred.outbound.ratelimit import SendLimiter
+from alfred.outbound.ratelimit import GCRA_LUA, SendLimiter, refused
 from alfred.outbound.split import split_text
 from alfred.outbound.tier import TierMeter
 from alfred.outbound.window import (
@@ -56,18 +56,23 @@ INLINE_WAIT_S = 0.5
 IN_DOUBT_GRACE_S = 45.0
 MARKER_TTL_S = 300
 # One round trip before a send, atomic: is the outcome already decided (a final outcome, or
-# every part sent), else take the lock, and unless an earlier call is still in doubt, raise
-# the "calling Meta" marker; also say whether the window's Redis copy is open.
-# KEYS: lock, marker, final outcome, each part's sent key, then the recipient's window keys.
-# ARGV: lock token, lock TTL (ms), now (s), number of parts, in-doubt grace (s), marker TTL (s).
-_BEGIN = """
+# every part sent)? Else take the lock; unless an earlier call is still in doubt, and if the
+# window's Redis copy is open (or no window is needed), take the pacing slot of a single-part
+# message (GCRA_LUA, shared with SendLimiter) and raise the "calling Meta" marker.
+# KEYS: lock, marker, final outcome, the number's and the pair's rate keys, each part's sent
+# key, then the recipient's window keys (none when no window is needed).
+# ARGV: lock token, lock TTL (ms), now (s), number of parts, in-doubt grace (s), marker TTL (s),
+# take a slot ('1'/'0'), then the slot's five arguments (SendLimiter.slot).
+_BEGIN = (
+    GCRA_LUA
+    + """
 local final = redis.call('GET', KEYS[3])
 if final then return {'final', final} end
 local parts = tonumber(ARGV[4])
-local first = redis.call('GET', KEYS[4])
+local first = redis.call('GET', KEYS[6])
 if first then
   local all = true
-  for i = 5, 3 + parts do
+  for i = 7, 5 + parts do
     if redis.call('EXISTS', KEYS[i]) == 0 then all = false break end
   end
   if all then return {'duplicate', first} end
@@ -77,12 +82,25 @@ local calling = redis.call('GET', KEYS[2])
 if calling and tonumber(calling) + tonumber(ARGV[5]) > tonumber(ARGV[3]) then
   return {'in_doubt', calling}
 end
-redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6])
-for i = 4 + parts, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return {'go', '1'} end
+if #KEYS > 5 + parts then
+  local open = false
+  for i = 6 + parts, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then open = true break end
+  end
+  if not open then return {'window_unknown', ''} end
 end
-return {'go', '0'}
+if ARGV[7] == '1' then
+  local allowed, n_wait, p_wait = gcra_take(KEYS[4], KEYS[5], gcra_clock(ARGV[8]),
+    tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
+  if allowed == 0 then
+    redis.call('DEL', KEYS[1])
+    return {'paced', n_wait, p_wait}
+  end
+end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6])
+return {'go', ARGV[7]}
 """
+)
 # Meta accepted a call: in one step, mark the key sent (first, so nothing can split the
 # two), journal the call's audit record for the batch writer (alfred/outbound/audit.py) and,
 # for the last part, release the lock, drop the marker and forget the journaled message.
@@ -205,12 +223,30 @@ class Sender:
         names = recipient_keys(message)
         windows = [window_key(tid, name) for name in names] if needs_window(message) else []
         lock, marker = f"alfred:sending:{tid}:{key}", f"alfred:calling:{tid}:{key}"
-        token, now = uuid.uuid4().hex, time.time()
-        state, detail = self._begin(
-            keys=[lock, marker, final_key(tid, key), *(sent_key(tid, k) for k, _ in parts)]
-            + windows,
-            args=[token, LOCK_TTL_MS, repr(now), len(parts), IN_DOUBT_GRACE_S, MARKER_TTL_S],
+        token = uuid.uuid4().hex
+        single = len(parts) == 1
+        slot_keys, slot_args = self.limiter.slot(
+            phone_number_id=tenant.phone_number_id,
+            mps=tenant.mps,
+            recipient_key=(names or ["?"])[0],
         )
+        deadline = time.monotonic() + INLINE_WAIT_S
+        while True:  # bounded: a wait that ends past the deadline becomes a Celery retry
+            now = time.time()
+            state, *detail = self._begin(
+                keys=[lock, marker, final_key(tid, key), *slot_keys]
+                + [sent_key(tid, k) for k, _ in parts]
+                + windows,
+                args=[token, LOCK_TTL_MS, repr(now), len(parts), IN_DOUBT_GRACE_S, MARKER_TTL_S]
+                + [int(single), *slot_args],
+            )
+            if state != b"paced":
+                break
+            wait = refused(tid, *detail).retry_after_s
+            if time.monotonic() + wait > deadline:
+                return SendOutcome("retry", retry_in=wait, reason="paced")
+            time.sleep(wait)
+        detail = detail[0]
         if state == b"final":
             return self._replay_final(tenant, message, json.loads(detail))
         if state == b"duplicate":
@@ -226,23 +262,27 @@ class Sender:
                 doubt = min(max(float(detail) + IN_DOUBT_GRACE_S - now, 0.1), 5.0)
                 outcome = SendOutcome("retry", retry_in=doubt, reason="in_doubt")
                 return outcome
-            if windows and detail != b"1" and not self._window_open_in_db(tenant, names):
-                outcome = self._finish_failed(
-                    tenant,
-                    message,
-                    reason="outside_customer_service_window",
-                    errors=[
-                        {
-                            "code": 131047,
-                            "title": "Re-engagement message",
-                            "message": "More than 24 hours since the user last wrote: "
-                            "send a template.",
-                        }
-                    ],
-                    status="failed",
-                )
-                return outcome
-            outcome = self._send_parts(tenant, message, parts, call)
+            slot_taken = state == b"go" and detail == b"1"
+            if state == b"window_unknown":
+                if self._window_open_in_db(tenant, names):
+                    self.client.set(marker, repr(now), ex=MARKER_TTL_S)
+                else:
+                    outcome = self._finish_failed(
+                        tenant,
+                        message,
+                        reason="outside_customer_service_window",
+                        errors=[
+                            {
+                                "code": 131047,
+                                "title": "Re-engagement message",
+                                "message": "More than 24 hours since the user last wrote: "
+                                "send a template.",
+                            }
+                        ],
+                        status="failed",
+                    )
+                    return outcome
+            outcome = self._send_parts(tenant, message, parts, call, slot_taken)
             return outcome
         finally:
             # An answer that never came keeps the marker: the retry must wait for the grace.
@@ -305,7 +345,9 @@ class Sender:
             for i, chunk in enumerate(chunks)
         ]
 
-    def _send_parts(self, tenant: Tenant, message: dict, parts, call: _Call) -> SendOutcome:
+    def _send_parts(
+        self, tenant: Tenant, message: dict, parts, call: _Call, slot_taken: bool
+    ) -> SendOutcome:
         wamids: list[str] = []
         tid = tenant.tenant_id
         recipient = (recipient_keys(message) or ["?"])[0]
@@ -327,7 +369,9 @@ class Sender:
                 return SendOutcome(
                     "retry", retry_in=2.0, reason="awaiting_delivery_of_previous_part"
                 )
-            wait = self._reserve(tenant, recipient)
+            # A single part's slot was taken by the begin script.
+            wait = 0.0 if slot_taken else self._reserve(tenant, recipient)
+            slot_taken = False
             if wait:
                 return SendOutcome("retry", retry_in=wait, reason="paced")
             lag = time.time() - float(message.get("enqueued_at") or time.time())
