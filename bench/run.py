@@ -40,6 +40,7 @@ PLANS = {
         "profile": 300,
         "out_max": 1000,
         "out_paced_s": 6,
+        "drain_sends": 4000,
         "pools": [("threads", 16), ("prefork", 4)],
         "reference_sends": 2000,
         "memory_s": 20,
@@ -56,6 +57,7 @@ PLANS = {
         "profile": 1000,
         "out_max": 2000,
         "out_paced_s": 10,
+        "drain_sends": 10000,
         "pools": [("threads", 16), ("prefork", 4), ("gevent", 64)],
         "reference_sends": 5000,
         "memory_s": 60,
@@ -111,7 +113,8 @@ def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
 
     The max-rate run publishes while the worker consumes, as the orchestrator does, but here
     the publisher shares the two cores with the worker; the drain (queue filled first, then
-    the worker started) gives the worker's own rate and its CPU per send.
+    the worker started) gives the worker's own rate and its CPU per send. The drain's headline
+    is its steady rate (the 10th to the 90th percentile of its sends), the whole run beside it.
     """
     outbound.seed(stack)
     from bench.hotpath import profile_send
@@ -137,8 +140,10 @@ def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
             ]
         finally:
             stack.stop("worker")
+        # A drain of out_max sends lasts a few seconds, mostly warm-up: it gets its own count.
+        sends = plan["drain_sends"]
         drained = [
-            outbound.drain(stack, pool, concurrency, plan["out_max"], timeout_s=120)
+            outbound.drain(stack, pool, concurrency, sends, timeout_s=max(120, sends / 50))
             for _ in range(plan["repeats"])
         ]
         pools[f"{pool} -c {concurrency}"] = {
@@ -261,10 +266,23 @@ def table(report: dict) -> str:
                 ),
             ]
             d = p["drain"]
+            steady_cpu = (
+                d.get("steady_worker_cpu_ms_per_send"),
+                d.get("steady_simulator_cpu_ms_per_send"),
+            )
             lines += [
-                row(f"drain sends/s ({name})", d["sends_per_s"], ">= 500"),
-                row("  worker CPU ms/send (drain)", d["worker_cpu_ms_per_send"], ""),
-                row("  simulator CPU ms/send (drain)", d["simulator_cpu_ms_per_send"], ""),
+                row(f"drain sends/s ({name})", d.get("steady_sends_per_s"), ">= 500"),
+                row("  drain whole run sends/s", d["sends_per_s"], ""),
+                row(
+                    "  worker CPU ms/send (drain steady | whole)",
+                    f"{steady_cpu[0]} | {d['worker_cpu_ms_per_send']}",
+                    "",
+                ),
+                row(
+                    "  simulator CPU ms/send (drain steady | whole)",
+                    f"{steady_cpu[1]} | {d['simulator_cpu_ms_per_send']}",
+                    "",
+                ),
                 row("  drain duplicates / lost / failed / errors", _losses(d), "0 dup, 0 lost"),
             ]
         ref = ob["reference"]
