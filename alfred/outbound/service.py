@@ -17,11 +17,9 @@ from alfred import metrics
 from alfred.config import Settings, Tenant
 from alfred.db import session_scope
 from alfred.outbound import records
-from alfred.outbound.audit import READY_KEY as AUDIT_READY_KEY
-from alfred.outbound.audit import REDRIVE_AFTER_S as AUDIT_REDRIVE_AFTER_S
-from alfred.outbound.audit import audit_journal
+from alfred.outbound.hold import IN_DOUBT_GRACE_S, Hold, Holds
 from alfred.outbound.journal import entry_id, outbound_journal
-from alfred.outbound.ratelimit import GCRA_LUA, SendLimiter, refused
+from alfred.outbound.ratelimit import SendLimiter, refused
 from alfred.outbound.split import split_text
 from alfred.outbound.tier import TierMeter
 from alfred.outbound.window import (
@@ -45,93 +43,8 @@ BACKOFF_CAP_S = (
     300.0  # below celeryconfig.VISIBILITY_TIMEOUT_S, so a waiting retry never runs twice
 )
 TEXT_LIMIT = 4096
-# A sender holds this lock while it calls Meta; longer than the client's connect + read timeout.
-LOCK_TTL_MS = 20_000
 # Waits shorter than this are slept inside the task instead of a round trip through the broker.
 INLINE_WAIT_S = 0.5
-# After an attempt whose answer never came (a read timeout, a worker killed mid-call), no new
-# attempt is made for this long: if Meta did accept the message, its status webhook marks
-# the key sent meanwhile, even when that webhook itself must wait for the ingest sweeper
-# (due 30 s after arrival, swept every 10 s).
-IN_DOUBT_GRACE_S = 45.0
-MARKER_TTL_S = 300
-# One round trip before a send, atomic: is the outcome already decided (a final outcome, or
-# every part sent)? Else take the lock; unless an earlier call is still in doubt, and if the
-# window's Redis copy is open (or no window is needed), take the pacing slot of a single-part
-# message (GCRA_LUA, shared with SendLimiter) and raise the "calling Meta" marker.
-# KEYS: lock, marker, final outcome, the number's and the pair's rate keys, each part's sent
-# key, then the recipient's window keys (none when no window is needed).
-# ARGV: lock token, lock TTL (ms), now (s), number of parts, in-doubt grace (s), marker TTL (s),
-# take a slot ('1'/'0'), then the slot's five arguments (SendLimiter.slot).
-_BEGIN = (
-    GCRA_LUA
-    + """
-local final = redis.call('GET', KEYS[3])
-if final then return {'final', final} end
-local parts = tonumber(ARGV[4])
-local first = redis.call('GET', KEYS[6])
-if first then
-  local all = true
-  for i = 7, 5 + parts do
-    if redis.call('EXISTS', KEYS[i]) == 0 then all = false break end
-  end
-  if all then return {'duplicate', first} end
-end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy', ''} end
-local calling = redis.call('GET', KEYS[2])
-if calling and tonumber(calling) + tonumber(ARGV[5]) > tonumber(ARGV[3]) then
-  return {'in_doubt', calling}
-end
-if #KEYS > 5 + parts then
-  local open = false
-  for i = 6 + parts, #KEYS do
-    if redis.call('EXISTS', KEYS[i]) == 1 then open = true break end
-  end
-  if not open then return {'window_unknown', ''} end
-end
-if ARGV[7] == '1' then
-  local allowed, n_wait, p_wait = gcra_take(KEYS[4], KEYS[5], gcra_clock(ARGV[8]),
-    tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]))
-  if allowed == 0 then
-    redis.call('DEL', KEYS[1])
-    return {'paced', n_wait, p_wait}
-  end
-end
-redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[6])
-return {'go', ARGV[7]}
-"""
-)
-# Meta accepted a call: in one step, mark the key sent (first, so nothing can split the
-# two), journal the call's audit record for the batch writer (alfred/outbound/audit.py) and,
-# for the last part, release the lock, drop the marker and forget the journaled message.
-# KEYS: sent key, audit records, audit due, audit ready list, lock, marker, outbound records,
-# outbound due. ARGV: wamid, sent TTL (s), call id, audit record, audit due time, lock token,
-# journal entry ('' while parts remain). Returns the ready list's length.
-_ACCEPTED = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
-local waiting = redis.call('RPUSH', KEYS[4], ARGV[3])
-if ARGV[7] ~= '' then
-  if redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('DEL', KEYS[5]) end
-  redis.call('DEL', KEYS[6])
-  redis.call('HDEL', KEYS[7], ARGV[7])
-  redis.call('ZREM', KEYS[8], ARGV[7])
-end
-return waiting
-"""
-# One round trip after: release the lock if still ours, drop the marker unless an answer is
-# in doubt, and forget the journaled message once its outcome is recorded.
-# KEYS: lock, marker, journal records, journal due. ARGV: token, keep marker, journal entry.
-_FINISH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[2]) end
-if ARGV[3] ~= '' then
-  redis.call('HDEL', KEYS[3], ARGV[3])
-  redis.call('ZREM', KEYS[4], ARGV[3])
-end
-return 1
-"""
 
 
 @dataclass
@@ -143,17 +56,6 @@ class SendOutcome:
     reason: str | None = None
     wamids: list[str] = field(default_factory=list)
     attempts_made: int | None = None  # set when a call failed: the retry carries the count
-
-
-@dataclass
-class _Call:
-    """One run's hold on a message: its lock, its marker, and whether a call is out."""
-
-    lock: str
-    marker: str
-    token: str
-    calling: bool = False  # a crash now leaves Meta's answer in doubt
-    released: bool = False  # the accepted script already released the lock
 
 
 def stamp(message: dict) -> dict:
@@ -194,13 +96,10 @@ class Sender:
         self.tier = tier
         self.chunk_order = chunk_order
         self.journal = outbound_journal(client)
-        self.audit = audit_journal(client)
+        self.holds = Holds(client)
         # Called when an accepted call is the first waiting to be written: it publishes the
         # task that writes the batch (alfred/outbound/audit.py).
         self.publish_audit = publish_audit
-        self._begin = client.register_script(_BEGIN)
-        self._accepted = client.register_script(_ACCEPTED)
-        self._finish = client.register_script(_FINISH)
 
     def send(self, message: object) -> SendOutcome:
         """Send a message once, or say when to try again, or record why it never will be."""
@@ -222,10 +121,12 @@ class Sender:
         tid = tenant.tenant_id
         names = recipient_keys(message)
         windows = [window_key(tid, name) for name in names] if needs_window(message) else []
-        lock, marker = f"alfred:sending:{tid}:{key}", f"alfred:calling:{tid}:{key}"
-        token = uuid.uuid4().hex
-        single = len(parts) == 1
-        slot_keys, slot_args = self.limiter.slot(
+        hold = Hold(
+            lock=f"alfred:sending:{tid}:{key}",
+            marker=f"alfred:calling:{tid}:{key}",
+            token=uuid.uuid4().hex,
+        )
+        slot = self.limiter.slot(
             phone_number_id=tenant.phone_number_id,
             mps=tenant.mps,
             recipient_key=(names or ["?"])[0],
@@ -233,12 +134,14 @@ class Sender:
         deadline = time.monotonic() + INLINE_WAIT_S
         while True:  # bounded: a wait that ends past the deadline becomes a Celery retry
             now = time.time()
-            state, *detail = self._begin(
-                keys=[lock, marker, final_key(tid, key), *slot_keys]
-                + [sent_key(tid, k) for k, _ in parts]
-                + windows,
-                args=[token, LOCK_TTL_MS, repr(now), len(parts), IN_DOUBT_GRACE_S, MARKER_TTL_S]
-                + [int(single), *slot_args],
+            state, *detail = self.holds.take(
+                hold,
+                final_key=final_key(tid, key),
+                sent_keys=[sent_key(tid, k) for k, _ in parts],
+                window_keys=windows,
+                slot=slot,
+                take_slot=len(parts) == 1,
+                now=now,
             )
             if state != b"paced":
                 break
@@ -254,7 +157,6 @@ class Sender:
         if state == b"busy":
             return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
         outcome: SendOutcome | None = None
-        call = _Call(lock=lock, marker=marker, token=token)
         try:
             if state == b"in_doubt":
                 # An earlier attempt died calling Meta: it may have been accepted. Its status
@@ -265,7 +167,7 @@ class Sender:
             slot_taken = state == b"go" and detail == b"1"
             if state == b"window_unknown":
                 if self._window_open_in_db(tenant, names):
-                    self.client.set(marker, repr(now), ex=MARKER_TTL_S)
+                    self.holds.raise_marker(hold, now)
                 else:
                     outcome = self._finish_failed(
                         tenant,
@@ -282,20 +184,14 @@ class Sender:
                         status="failed",
                     )
                     return outcome
-            outcome = self._send_parts(tenant, message, parts, call, slot_taken)
+            outcome = self._send_parts(tenant, message, parts, hold, slot_taken)
             return outcome
         finally:
             # An answer that never came keeps the marker: the retry must wait for the grace.
-            doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else call.calling
-            if not call.released:
-                self._finish(
-                    keys=[lock, marker, self.journal.records_key, self.journal.due_key],
-                    args=[
-                        token,
-                        int(doubtful),
-                        entry_id(message) if outcome and outcome.status == "sent" else "",
-                    ],
-                )
+            doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else hold.calling
+            if not hold.released:
+                done = outcome is not None and outcome.status == "sent"
+                self.holds.release(hold, doubtful=doubtful, entry=entry_id(message) if done else "")
 
     def _window_open_in_db(self, tenant: Tenant, names: list[str]) -> bool:
         """Ask the record when Redis has no open window; copy an open one back to Redis."""
@@ -346,7 +242,7 @@ class Sender:
         ]
 
     def _send_parts(
-        self, tenant: Tenant, message: dict, parts, call: _Call, slot_taken: bool
+        self, tenant: Tenant, message: dict, parts, hold: Hold, slot_taken: bool
     ) -> SendOutcome:
         wamids: list[str] = []
         tid = tenant.tenant_id
@@ -379,45 +275,30 @@ class Sender:
             attempt += 1
             call_id = uuid.uuid4().hex
             started = time.perf_counter()
-            call.calling = True
+            hold.calling = True
             try:
                 result = self.graph.send_message(
                     tenant.phone_number_id, current_token(tenant, self.settings), body
                 )
             except GraphError as exc:
-                call.calling = False
+                hold.calling = False
                 elapsed = time.perf_counter() - started
                 return self._after_error(tenant, message, body, exc, attempt, elapsed, call_id)
             elapsed = time.perf_counter() - started
-            last = index == len(parts) - 1
             audit = records.accepted_call(
                 tid, message, body, result, attempt=attempt, elapsed=elapsed, call_id=call_id
             )
             # Record the success before anything else: a crash between Meta's answer and this
             # script is the only window in which a re-drive would send twice (docs/outbound.md).
-            waiting = self._accepted(
-                keys=[
-                    sent_key(tid, part_key),
-                    self.audit.records_key,
-                    self.audit.due_key,
-                    AUDIT_READY_KEY,
-                    call.lock,
-                    call.marker,
-                    self.journal.records_key,
-                    self.journal.due_key,
-                ],
-                args=[
-                    result.wamid,
-                    SENT_TTL_S,
-                    call_id,
-                    json.dumps(audit, ensure_ascii=False, default=str),
-                    time.time() + AUDIT_REDRIVE_AFTER_S,
-                    call.token,
-                    entry_id(message) if last else "",
-                ],
+            waiting = self.holds.accepted(
+                hold,
+                sent_key=sent_key(tid, part_key),
+                wamid=result.wamid,
+                call_id=call_id,
+                record=json.dumps(audit, ensure_ascii=False, default=str),
+                entry=entry_id(message) if index == len(parts) - 1 else "",
             )
-            call.calling = False
-            call.released = last
+            hold.calling = False
             if waiting == 1:
                 self.publish_audit()
             metrics.SEND_SECONDS.labels(tid).observe(elapsed)
