@@ -327,3 +327,108 @@ def window(clock: CpuClock, stamps: list[float], low: float, high: float) -> dic
         result["worker_cpu_ms"] = round(1000 * (last[0] - first[0]) / sends, 3)
         result["simulator_cpu_ms"] = round(1000 * (last[1] - first[1]) / sends, 3)
     return result
+
+
+# kombu's Redis transport keeps a queue as a Redis list named after it, and a delivered but
+# not yet acknowledged message in this hash (its default unacked_key).
+FLOOR_QUEUE = "alfred"
+UNACKED_KEY = "unacked"
+
+
+class QueueWatch:
+    """Poll the length of a queue and of kombu's unacked hash every `interval` s on a thread.
+
+    Like CpuClock, it runs before the worker exists: start_worker returns only once the worker
+    consumes, and by then it has already taken some tasks. `started` is the first poll that
+    finds fewer than `queued` tasks listed (the worker took its first); `finished` is the
+    first of two polls in a row with the list and the hash both empty. Two, because kombu
+    writes a message to the unacked hash a moment after BRPOP took it off the list (two Redis
+    calls, QoS.append): a single poll falling between them would end the run a task early.
+    """
+
+    def __init__(self, stack: Stack, queued: int, interval: float = 0.02):
+        self.stack = stack
+        self.queued = queued
+        self.interval = interval
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        client = self.stack.redis()
+        empty_since: float | None = None
+        while not self._stop.is_set():
+            now = time.time()
+            listed, unacked = (
+                client.pipeline(transaction=False).llen(FLOOR_QUEUE).hlen(UNACKED_KEY).execute()
+            )
+            if self.started is None and listed < self.queued:
+                self.started = now
+            if self.started is not None and listed == 0 and unacked == 0:
+                if empty_since is not None:
+                    self.finished = empty_since
+                    self.done.set()
+                    return
+                empty_since = now
+            else:
+                empty_since = None
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> QueueWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def celery_floor(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: float) -> dict:
+    """Drain `count` tasks that do almost nothing, as drain() does sends: Celery's own cost.
+
+    The reference beside the send drain: the same worker, pool and concurrency, the same
+    procedure (queue filled with the worker stopped, then the worker started), but each task
+    is alfred.record_sends with an empty audit ready list, one Redis LPOP that returns 0. What
+    a task costs here (consume, ack, trace, the pool's hand-off) every send pays too, so the
+    send's CPU over this one is the share that is the bridge's own work.
+
+    There is no simulator stamp, so the queue is watched instead (QueueWatch): the rate is the
+    tasks over the time from the first one taken off the list to the list and the unacked hash
+    both empty, and the worker's CPU is read from a CpuClock at those two moments. This span
+    has the worker's first tasks and its last ones in it, as the send drain's whole run does,
+    not only a steady middle; with no Graph call to wait on, there is little to warm up.
+    """
+    from alfred.outbound.tasks import record_sends
+
+    stack.stop("worker")
+    stack.flush_redis()  # no audit records left to write, nothing journaled to re-drive
+    for _ in range(count):
+        record_sends.apply_async()
+    queued = stack.redis().llen(FLOOR_QUEUE)
+    try:
+        with CpuClock(stack) as clock, QueueWatch(stack, queued) as watch:
+            stack.start_worker(pool, concurrency)
+            watch.done.wait(timeout_s)
+            time.sleep(3 * clock.interval)  # a sample after the last task
+    finally:
+        stack.stop("worker")
+    result = {
+        "pool": f"{pool} -c {concurrency}",
+        "tasks": queued,
+        "seconds": None,
+        "tasks_per_s": None,
+        "worker_cpu_ms_per_task": None,
+        "worker_processes": clock.worker_processes,
+    }
+    if watch.started is None or watch.finished is None or watch.finished <= watch.started:
+        result["note"] = f"not drained within {timeout_s:g} s"
+        return result
+    seconds = watch.finished - watch.started
+    result["seconds"] = round(seconds, 2)
+    result["tasks_per_s"] = round(queued / seconds, 1)
+    first, last = clock.at(watch.started), clock.at(watch.finished)
+    if first and last and queued:
+        result["worker_cpu_ms_per_task"] = round(1000 * (last[0] - first[0]) / queued, 3)
+    return result

@@ -109,12 +109,14 @@ def _profile(stack: Stack, count: int) -> dict:
 
 
 def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
-    """Sends/s at max rate, latency at 80/s and a drain per worker pool; the raw reference.
+    """Sends/s at max rate, latency at 80/s, a drain and its Celery floor per pool; references.
 
     The max-rate run publishes while the worker consumes, as the orchestrator does, but here
     the publisher shares the two cores with the worker; the drain (queue filled first, then
     the worker started) gives the worker's own rate and its CPU per send. The drain's headline
     is its steady rate (the 10th to the 90th percentile of its sends), the whole run beside it.
+    Two no-work references: the Celery floor (the same drain with tasks that do next to
+    nothing: what Celery itself costs a task on this pool) and the simulator's raw capacity.
     """
     outbound.seed(stack)
     from bench.hotpath import profile_send
@@ -146,10 +148,16 @@ def bench_outbound(stack: Stack, plan: dict, out: dict) -> None:
             outbound.drain(stack, pool, concurrency, sends, timeout_s=max(120, sends / 50))
             for _ in range(plan["repeats"])
         ]
+        # The Celery floor: the same drain of no-op tasks, so the send's CPU has its reference.
+        floors = [
+            outbound.celery_floor(stack, pool, concurrency, sends, timeout_s=max(120, sends / 50))
+            for _ in range(plan["repeats"])
+        ]
         pools[f"{pool} -c {concurrency}"] = {
             "max_rate": {**medians(maxed), **_latency_medians(maxed), "runs": maxed},
             "at_80_per_s": {**medians(at80), **_latency_medians(at80), "runs": at80},
             "drain": {**medians(drained), "runs": drained},
+            "celery_floor": {**medians(floors), "runs": floors},
         }
     out["pools"] = pools
     refs = [outbound.reference(stack, plan["reference_sends"]) for _ in range(plan["repeats"])]
@@ -285,6 +293,17 @@ def table(report: dict) -> str:
                 ),
                 row("  drain duplicates / lost / failed / errors", _losses(d), "0 dup, 0 lost"),
             ]
+            floor = p.get("celery_floor")
+            if floor:
+                lines += [
+                    row(f"celery no-op tasks/s ({name})", floor["tasks_per_s"], "reference"),
+                    row("  worker CPU ms/task (no-op)", floor["worker_cpu_ms_per_task"], ""),
+                    row(
+                        "  send ÷ no-op (worker CPU)",
+                        _ratio(steady_cpu[0], floor["worker_cpu_ms_per_task"]),
+                        "",
+                    ),
+                ]
         ref = ob["reference"]
         lines.append(
             row(
@@ -307,6 +326,13 @@ def table(report: dict) -> str:
             row("peak PSS web+worker+beat MB", mem["peak_web_worker_beat_pss_mb"], "<= 256")
         )
     return "\n".join(lines)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """Return numerator / denominator to two places, or None when either is missing or 0."""
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 2)
 
 
 def _losses(run: dict) -> str:
