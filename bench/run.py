@@ -58,7 +58,7 @@ PLANS = {
         "out_max": 2000,
         "out_paced_s": 10,
         "drain_sends": 10000,
-        "pools": [("threads", 16), ("prefork", 4), ("gevent", 64)],
+        "pools": [("threads", 16), ("prefork", 4), ("prefork", 6), ("gevent", 64)],
         "reference_sends": 5000,
         "memory_s": 60,
     },
