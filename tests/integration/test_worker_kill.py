@@ -14,9 +14,14 @@ import time
 from collections import Counter
 
 import pytest
+from sqlalchemy import select
 
 from alfred.config import REPO_ROOT
+from alfred.db import session_scope
 from alfred.ingest.receive import ingest_journal
+from alfred.models import Message, SendAttempt
+from alfred.models.messages import OUTBOUND
+from alfred.outbound.audit import audit_journal
 from alfred.outbound.journal import outbound_journal
 from tests.conftest import APP_SECRET, _simulator_config
 from tests.helpers import body_of, fixture, signed_headers
@@ -24,6 +29,7 @@ from tests.integration.test_ingest_pipeline import stream_entries, wait_for
 from tests.integration.test_send_pipeline import open_window
 
 RECOVERY_LIMIT_S = 60.0
+WORKER_CONCURRENCY = 4
 
 
 def start_worker(extra_env: dict | None = None) -> subprocess.Popen:
@@ -40,7 +46,7 @@ def start_worker(extra_env: dict | None = None) -> subprocess.Popen:
             "-P",
             "threads",
             "-c",
-            "4",
+            str(WORKER_CONCURRENCY),
             "-Q",
             "ingest,outbound,alfred",
             "--without-gossip",
@@ -168,6 +174,19 @@ def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_clie
     # Every status webhook was ingested too: none is left waiting for a re-drive.
     wait_for(lambda: ingest_journal(redis_client).size() == 0, timeout=15)
     assert len(keys) == total and max(keys.values()) == 1
+    # The audit trail is whole too: a batch the kill interrupted was re-driven, written once.
+    wait_for(lambda: audit_journal(redis_client).size() == 0, timeout=RECOVERY_LIMIT_S)
+    with session_scope(env["DATABASE_URL"]) as session:
+        rows = session.execute(
+            select(Message.idempotency_key, Message.wamid).where(Message.direction == OUTBOUND)
+        ).all()
+        calls = session.scalars(
+            select(SendAttempt.idempotency_key).where(SendAttempt.http_status == 200)
+        ).all()
+    assert len(rows) == total and all(wamid for _, wamid in rows)
+    assert len(calls) == len(set(calls)), "an accepted call recorded twice"
+    # Only a call cut off mid-flight by the kill is known from its status webhook alone.
+    assert len(calls) >= total - WORKER_CONCURRENCY
     print(
         f"\nsends: {at_kill} accepted at the kill; all {total} sent once, "
         f"{recovery:.1f} s after restart"

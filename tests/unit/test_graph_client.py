@@ -390,3 +390,21 @@ def test_proxies_and_ca_bundle_come_from_the_environment_once(monkeypatch):
     assert client.session.trust_env is False
     local = GraphClient("https://localhost:8443", "v25.0")
     assert "https" not in local.session.proxies
+
+
+def test_calls_go_through_the_proxy_the_environment_names(meta, monkeypatch):
+    meta.routes[SEND] = Canned(
+        200, {"messaging_product": "whatsapp", "messages": [{"id": WAMID}], "contacts": [{}]}
+    )
+    monkeypatch.setenv("HTTP_PROXY", meta.url)  # the fake Meta stands in for the proxy too
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    graph = GraphClient("http://graph.example.invalid", "v25.0", timeout=(1.0, 0.5))
+    try:
+        assert graph.send_message(PHONE_ID, TOKEN, {"type": "text"}).wamid == WAMID
+    finally:
+        graph.close()
+    (seen,) = meta.seen
+    assert seen["headers"]["Host"] == "graph.example.invalid"
+    assert seen["headers"]["Authorization"] == f"Bearer {TOKEN.reveal()}"
+    assert "python-requests" in seen["headers"]["User-Agent"]
