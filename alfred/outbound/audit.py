@@ -38,6 +38,9 @@ GATHER_S = 0.2
 # A task writes batches until the list is empty, within bounds, then leaves the rest to the
 # task the next record publishes (or the sweeper).
 MAX_BATCHES = 20
+# At most one re-driven batch task per this many seconds (see redrive_audit).
+KICK_KEY = "alfred:audit:kick"
+KICK_EVERY_S = 5
 INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
 
 
@@ -77,9 +80,15 @@ def write_pending(*, settings: Settings, client: redis.Redis) -> int:
 
 
 def redrive_audit(call_id: str) -> None:
-    """Put a stalled record back on the ready list and publish a task for it (the sweeper)."""
+    """Put a stalled record back on the ready list, and see that a task will write it.
+
+    The sweeper calls this once per stalled record: after a long database outage, thousands.
+    One task writes them all, so one is published per KICK_EVERY_S, not one per record.
+    """
     from alfred import runtime
     from alfred.outbound.tasks import publish_audit
 
-    runtime.redis_client().rpush(READY_KEY, call_id)
-    publish_audit()
+    client = runtime.redis_client()
+    client.rpush(READY_KEY, call_id)
+    if client.set(KICK_KEY, 1, nx=True, ex=KICK_EVERY_S):
+        publish_audit()

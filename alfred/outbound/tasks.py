@@ -105,7 +105,8 @@ def send_message(self, message: dict) -> str:
     retry_backoff=1,
     retry_backoff_max=30,
     retry_jitter=True,
-    max_retries=None,  # the records wait in the journal meanwhile; nothing is dropped
+    # Beyond these, the records wait in the journal for the sweeper: nothing is dropped.
+    max_retries=8,
 )
 def record_sends() -> int:
     """Write the accepted calls waiting in Redis to the database, a batch at a time."""

@@ -120,3 +120,16 @@ def test_the_worker_writes_the_batch_without_being_asked(
     wait_for(lambda: counts(env["DATABASE_URL"]) == (5, 5))
     assert audit_journal(redis_client).size() == 0
     assert redis_client.llen(READY_KEY) == 0
+
+
+def test_a_backlog_of_stalled_records_is_re_driven_by_one_task(env, settings, redis_client):
+    from alfred.celery_app import celery
+    from alfred.maintenance.tasks import sweep_all
+
+    celery.conf.broker_url = env["REDIS_URL"]
+    journal = audit_journal(redis_client)
+    for i in range(50):  # records whose task was lost, say while the database was down
+        journal.add(f"call-{i}", "{}", due_in=0)
+    sweep_all(now=time.time() + 3600)
+    assert redis_client.llen(READY_KEY) == 50  # every record back on the ready list
+    assert redis_client.llen("alfred") == 1  # and one task to write them, not fifty
