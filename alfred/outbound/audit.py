@@ -65,18 +65,51 @@ def write_pending(*, settings: Settings, client: redis.Redis) -> int:
             if raw is not None  # written by an earlier batch
         ]
         try:
-            with session_scope(settings.database_url) as session:
-                records.write_accepted(session, [json.loads(raw) for _, raw in found])
+            try:
+                _write(settings, [raw for _, raw in found])
+                done = [call_id for call_id, _ in found]
+            except INFRASTRUCTURE:
+                raise
+            except Exception:
+                log.exception("audit.batch_failed", extra={"records": len(found)})
+                done = _one_by_one(settings, found)
         except INFRASTRUCTURE:
             # Hand the batch back for the retry (if Redis itself is gone, the journal keeps
             # the records and the sweeper re-drives them).
             client.lpush(READY_KEY, *reversed(ids))
             raise
-        journal.done_many([call_id for call_id, _ in found])
-        written += len(found)
+        journal.done_many(done)
+        written += len(done)
         if len(ids) < BATCH_SIZE:
             break
     return written
+
+
+def _write(settings: Settings, raws: list[bytes]) -> None:
+    with session_scope(settings.database_url) as session:
+        records.write_accepted(session, [json.loads(raw) for raw in raws])
+
+
+def _one_by_one(settings: Settings, found: list[tuple[str, bytes]]) -> list[str]:
+    """Write each record alone, so one that breaks holds back no other; return those written.
+
+    A record that fails stays journaled, logged with its error each time the sweeper brings
+    it back (and counted in alfred_journal_size{journal="audit"}) until the bug is fixed.
+    """
+    done = []
+    for call_id, raw in found:
+        try:
+            _write(settings, [raw])
+        except INFRASTRUCTURE:
+            raise
+        except Exception as exc:
+            log.error(
+                "audit.record_failed",
+                extra={"call_id": call_id, "error": f"{type(exc).__name__}: {exc}"[:500]},
+            )
+            continue
+        done.append(call_id)
+    return done
 
 
 def redrive_audit(call_id: str) -> None:

@@ -133,3 +133,17 @@ def test_a_backlog_of_stalled_records_is_re_driven_by_one_task(env, settings, re
     sweep_all(now=time.time() + 3600)
     assert redis_client.llen(READY_KEY) == 50  # every record back on the ready list
     assert redis_client.llen("alfred") == 1  # and one task to write them, not fifty
+
+
+def test_a_broken_record_holds_back_no_other_and_stays_journaled(
+    sender, simulator, settings, env, redis_client, caplog
+):
+    for i in range(3):
+        open_window(env["DATABASE_URL"], "home", f"4477009{i:05d}")
+    send_many(sender, 3)
+    journal = audit_journal(redis_client)
+    journal.add("broken", "not json", due_in=0, also_push_to=READY_KEY)
+    assert write_pending(settings=settings, client=redis_client) == 3
+    assert counts(env["DATABASE_URL"]) == (3, 3)
+    assert journal.get("broken") == b"not json"  # kept, for the sweeper and for whoever fixes it
+    assert any(r.msg == "audit.record_failed" and r.call_id == "broken" for r in caplog.records)
