@@ -57,7 +57,12 @@ def session_scope(url: str) -> Iterator[Session]:
 
 def dialect_insert(session: Session):
     """Return the INSERT construct of the session's dialect (for ON CONFLICT clauses)."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert_for(session.get_bind().dialect.name)
+
+
+def insert_for(dialect: str):
+    """Return the INSERT construct of a dialect by name (PostgreSQL, else SQLite)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 def insert_ignoring_conflicts(

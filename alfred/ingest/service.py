@@ -31,6 +31,8 @@ BATCH_SIZE = 100
 # A delivery that fails this many times on its own (not for want of Redis or the database)
 # is quarantined with the error instead of being re-driven for ever.
 MAX_FAILURES = 5
+# Redis or the database out of reach: a batch goes back for a retry instead of being written
+# one by one (the outbound audit batch uses the same split).
 INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
 
 

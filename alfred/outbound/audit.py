@@ -16,10 +16,10 @@ import logging
 from functools import lru_cache
 
 import redis
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from alfred.config import Settings
 from alfred.db import session_scope
+from alfred.ingest.service import INFRASTRUCTURE
 from alfred.journal import Journal
 from alfred.outbound import records
 
@@ -41,7 +41,6 @@ MAX_BATCHES = 20
 # At most one re-driven batch task per this many seconds (see redrive_audit).
 KICK_KEY = "alfred:audit:kick"
 KICK_EVERY_S = 5
-INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
 
 
 @lru_cache(maxsize=8)

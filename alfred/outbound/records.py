@@ -9,11 +9,9 @@ from typing import Any
 
 import redis
 from sqlalchemy import case, func, literal_column, null, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from alfred.db import session_scope
+from alfred.db import insert_for, session_scope
 from alfred.ingest.envelope import send_failed_envelope
 from alfred.ingest.service import append_events
 from alfred.ingest.storage import advance_outbound_statuses
@@ -92,9 +90,9 @@ def _statements(dialect: str) -> dict[str, Any]:
     """
     table = Message.__table__
     c = table.c
-    postgres = dialect == "postgresql"
-    insert = pg_insert if postgres else sqlite_insert
-    greatest = func.greatest if postgres else func.max  # SQLite's two-argument max() is scalar
+    insert = insert_for(dialect)
+    # SQLite's two-argument max() is scalar, PostgreSQL's greatest() its counterpart.
+    greatest = func.greatest if dialect == "postgresql" else func.max
     still_open = or_(*(c.status == literal_column(f"'{name}'") for name in _OPEN))
 
     def upsert(**set_):
