@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import TypeVar
 
 import redis
 
@@ -22,14 +22,7 @@ from alfred.outbound.journal import entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter, refused
 from alfred.outbound.split import split_text
 from alfred.outbound.tier import TierMeter
-from alfred.outbound.window import (
-    WINDOW,
-    last_inbound,
-    needs_window,
-    recipient_keys,
-    remember_open,
-    window_key,
-)
+from alfred.outbound.window import needs_window, open_in_record, recipient_keys, window_key
 from alfred.streams import SENT_TTL_S, final_key, sent_key
 from alfred.tokens.store import current_token, forget
 from alfred.whatsapp.errors import GraphError
@@ -37,6 +30,7 @@ from alfred.whatsapp.graph import GraphClient
 from alfred.whatsapp.messages import InvalidMessage, validate_message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
 BACKOFF_CAP_S = (
@@ -73,6 +67,21 @@ def backoff(attempt: int, floor: float | None = None) -> float:
     ceiling = min(BACKOFF_CAP_S, 4.0 ** max(0, attempt - 1))
     delay = random.uniform(ceiling / 2, ceiling)
     return max(delay, floor or 0.0)
+
+
+def within_inline_wait(attempt: Callable[[], tuple[float, T]]) -> tuple[float, T]:
+    """Call `attempt` until it needs no wait, sleeping its short waits; return the last answer.
+
+    `attempt` returns (0, result) once it got what it asked for, else (how long to wait,
+    result). Waits that end within INLINE_WAIT_S are slept here; a longer one is returned,
+    for a Celery retry.
+    """
+    deadline = time.monotonic() + INLINE_WAIT_S
+    while True:  # bounded by the deadline
+        wait, result = attempt()
+        if not wait or time.monotonic() + wait > deadline:
+            return wait, result
+        time.sleep(wait)
 
 
 class Sender:
@@ -131,8 +140,8 @@ class Sender:
             mps=tenant.mps,
             recipient_key=(names or ["?"])[0],
         )
-        deadline = time.monotonic() + INLINE_WAIT_S
-        while True:  # bounded: a wait that ends past the deadline becomes a Celery retry
+
+        def take() -> tuple[float, list]:
             now = time.time()
             state, *detail = self.holds.take(
                 hold,
@@ -143,13 +152,13 @@ class Sender:
                 take_slot=len(parts) == 1,
                 now=now,
             )
-            if state != b"paced":
-                break
-            wait = refused(tid, *detail).retry_after_s
-            if time.monotonic() + wait > deadline:
-                return SendOutcome("retry", retry_in=wait, reason="paced")
-            time.sleep(wait)
-        detail = detail[0]
+            wait = refused(tid, *detail).retry_after_s if state == b"paced" else 0.0
+            return wait, [now, state, *detail]
+
+        wait, answer = within_inline_wait(take)
+        if wait:
+            return SendOutcome("retry", retry_in=wait, reason="paced")
+        now, state, detail = answer
         if state == b"final":
             return self._replay_final(tenant, message, json.loads(detail))
         if state == b"duplicate":
@@ -166,7 +175,7 @@ class Sender:
                 return outcome
             slot_taken = state == b"go" and detail == b"1"
             if state == b"window_unknown":
-                if self._window_open_in_db(tenant, names):
+                if open_in_record(self.settings.database_url, self.client, tid, names, now):
                     self.holds.raise_marker(hold, now)
                 else:
                     outcome = self._finish_failed(
@@ -192,18 +201,6 @@ class Sender:
             if not hold.released:
                 done = outcome is not None and outcome.status == "sent"
                 self.holds.release(hold, doubtful=doubtful, entry=entry_id(message) if done else "")
-
-    def _window_open_in_db(self, tenant: Tenant, names: list[str]) -> bool:
-        """Ask the record when Redis has no open window; copy an open one back to Redis."""
-        with session_scope(self.settings.database_url) as session:
-            latest = last_inbound(session, tenant.tenant_id, names)
-        if latest is None or datetime.now(UTC) - latest > WINDOW:
-            return False
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            remember_open(pipe, tenant.tenant_id, name, latest.timestamp())
-        pipe.execute()
-        return True
 
     def _duplicate(self, tenant: Tenant, message: dict, wamid: str) -> SendOutcome:
         """Every part is marked sent: record the acceptance if a crash skipped it, send nothing."""
@@ -311,19 +308,16 @@ class Sender:
         return SendOutcome("sent", wamids=wamids)
 
     def _reserve(self, tenant: Tenant, recipient: str) -> float:
-        deadline = time.monotonic() + INLINE_WAIT_S
-        while True:
+        def reserve() -> tuple[float, None]:
             slot = self.limiter.reserve(
                 tenant_id=tenant.tenant_id,
                 phone_number_id=tenant.phone_number_id,
                 mps=tenant.mps,
                 recipient_key=recipient,
             )
-            if slot.allowed:
-                return 0.0
-            if time.monotonic() + slot.retry_after_s > deadline:
-                return slot.retry_after_s
-            time.sleep(slot.retry_after_s)
+            return slot.retry_after_s, None
+
+        return within_inline_wait(reserve)[0]
 
     def _after_error(
         self,

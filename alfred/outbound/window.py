@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from alfred.db import session_scope
 from alfred.ingest.storage import phone_key
 from alfred.models import CustomerWindow
 
@@ -68,9 +70,16 @@ def last_inbound(session: Session, tenant_id: str, keys: list[str]) -> datetime 
     return latest
 
 
-def window_closed(session: Session, tenant_id: str, message: dict, now: datetime) -> bool:
-    """Say whether Meta would refuse this message with 131047 (re-engagement required)."""
-    if not needs_window(message):
+def open_in_record(
+    database_url: str, client: redis.Redis, tenant_id: str, names: list[str], now: float
+) -> bool:
+    """Ask the database when Redis has no open window; copy an open one back to Redis."""
+    with session_scope(database_url) as session:
+        latest = last_inbound(session, tenant_id, names)
+    if latest is None or datetime.fromtimestamp(now, UTC) - latest > WINDOW:
         return False
-    latest = last_inbound(session, tenant_id, recipient_keys(message))
-    return latest is None or now - latest > WINDOW
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        remember_open(pipe, tenant_id, name, latest.timestamp())
+    pipe.execute()
+    return True
