@@ -102,8 +102,8 @@ class SendLimiter:
     ) -> tuple[list[str], list]:
         """Return the keys and arguments of one reservation, as _RESERVE takes them.
 
-        A script that embeds GCRA_LUA (the sender's begin script) takes a slot with these in
-        the same round trip as its own work.
+        A script that embeds GCRA_LUA (the sender's take script, alfred/outbound/hold.py)
+        takes a slot with these in the same round trip as its own work.
         """
         if mps < 1:
             raise ValueError(f"mps must be at least 1, not {mps}")

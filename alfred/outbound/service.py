@@ -129,6 +129,7 @@ class Sender:
         parts = self._parts(body, key)
         tid = tenant.tenant_id
         names = recipient_keys(message)
+        recipient = (names or ["?"])[0]  # the pacing key: phone number first, else BSUID
         windows = [window_key(tid, name) for name in names] if needs_window(message) else []
         hold = Hold(
             lock=f"alfred:sending:{tid}:{key}",
@@ -138,7 +139,7 @@ class Sender:
         slot = self.limiter.slot(
             phone_number_id=tenant.phone_number_id,
             mps=tenant.mps,
-            recipient_key=(names or ["?"])[0],
+            recipient_key=recipient,
         )
 
         def take() -> tuple[float, list]:
@@ -193,7 +194,7 @@ class Sender:
                         status="failed",
                     )
                     return outcome
-            outcome = self._send_parts(tenant, message, parts, hold, slot_taken)
+            outcome = self._send_parts(tenant, message, parts, hold, recipient, slot_taken)
             return outcome
         finally:
             # An answer that never came keeps the marker: the retry must wait for the grace.
@@ -239,16 +240,21 @@ class Sender:
         ]
 
     def _send_parts(
-        self, tenant: Tenant, message: dict, parts, hold: Hold, slot_taken: bool
+        self,
+        tenant: Tenant,
+        message: dict,
+        parts,
+        hold: Hold,
+        recipient: str,
+        slot_taken: bool,
     ) -> SendOutcome:
         wamids: list[str] = []
         tid = tenant.tenant_id
-        recipient = (recipient_keys(message) or ["?"])[0]
         previous: str | None = None
         # Calls recorded before this run: the task carries the count (see _after_error).
         attempt = int(message.get("attempts_made") or 0)
         for index, (part_key, body) in enumerate(parts):
-            # The begin script saw a single part unsent and holds the lock: no need to look.
+            # The take script saw a single part unsent and holds the lock: no need to look.
             already = self.client.get(sent_key(tid, part_key)) if len(parts) > 1 else None
             if already:
                 previous = already.decode()
@@ -262,7 +268,7 @@ class Sender:
                 return SendOutcome(
                     "retry", retry_in=2.0, reason="awaiting_delivery_of_previous_part"
                 )
-            # A single part's slot was taken by the begin script.
+            # A single part's slot was taken by the take script.
             wait = 0.0 if slot_taken else self._reserve(tenant, recipient)
             slot_taken = False
             if wait:
