@@ -42,6 +42,19 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
     raise AssertionError("condition not met in time")
 
 
+def accepted_message(wamid: str, key: str, **values) -> Message:
+    """Return the row of an outbound text Meta accepted as `wamid`, for statuses to advance."""
+    return Message(
+        tenant_id="home",
+        direction=OUTBOUND,
+        wamid=wamid,
+        type="text",
+        status="accepted",
+        idempotency_key=key,
+        **values,
+    )
+
+
 def post(web, payload: dict, **kwargs):
     body = body_of(payload, **kwargs)
     return web.post("/webhook", data=body, headers=signed_headers(body, APP_SECRET))
@@ -130,16 +143,7 @@ def test_a_status_never_moves_backwards(settings, redis_client, env):
     read = fixture("status_read_bsuid", now=now)
     wamid = read["entry"][0]["changes"][0]["value"]["statuses"][0]["id"]
     with session_scope(env["DATABASE_URL"]) as session:
-        session.add(
-            Message(
-                tenant_id="home",
-                direction=OUTBOUND,
-                wamid=wamid,
-                type="text",
-                status="accepted",
-                idempotency_key="k-1",
-            )
-        )
+        session.add(accepted_message(wamid, "k-1"))
     delivered = json.loads(json.dumps(read))
     delivered["entry"][0]["changes"][0]["value"]["statuses"][0]["status"] = "delivered"
     for payload in (read, delivered):  # out of order: read first, then a late delivered
@@ -155,14 +159,8 @@ def test_a_failed_status_updates_the_record_and_yields_send_failed(settings, red
     status = payload["entry"][0]["changes"][0]["value"]["statuses"][0]
     with session_scope(env["DATABASE_URL"]) as session:
         session.add(
-            Message(
-                tenant_id="home",
-                direction=OUTBOUND,
-                wamid=status["id"],
-                type="text",
-                status="accepted",
-                idempotency_key="order-42",
-                payload={"tenant_id": "home", "to": "+447700900123"},
+            accepted_message(
+                status["id"], "order-42", payload={"tenant_id": "home", "to": "+447700900123"}
             )
         )
     status.pop("biz_opaque_callback_data", None)
@@ -311,16 +309,7 @@ def test_many_statuses_in_one_delivery_all_advance_their_records(settings, redis
     with session_scope(env["DATABASE_URL"]) as session:
         for i in range(4):
             wamid = f"wamid.many{i}"
-            session.add(
-                Message(
-                    tenant_id="home",
-                    direction=OUTBOUND,
-                    wamid=wamid,
-                    type="text",
-                    status="accepted",
-                    idempotency_key=f"many-{i}",
-                )
-            )
+            session.add(accepted_message(wamid, f"many-{i}"))
             for status in ("sent", "delivered"):
                 value["statuses"].append({**template, "id": wamid, "status": status})
     outcome = ingest_body(body_of(payload), received_at=now, settings=settings, client=redis_client)

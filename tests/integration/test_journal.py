@@ -37,13 +37,18 @@ def test_done_entries_are_forgotten(redis_client):
     assert journal.size() == 0 and journal.get("b") is None
 
 
+def fill(journal: Journal, total: int, *, due_in: float) -> None:
+    """Journal entries "0" … str(total - 1), all due in `due_in` s, in one pipeline."""
+    pipe = journal.client.pipeline()
+    for i in range(total):
+        journal.add(str(i), b"x", due_in=due_in, client=pipe)
+    pipe.execute()
+
+
 def test_the_sweeper_redrives_a_large_backlog_in_one_sweep(redis_client):
     journal = Journal(redis_client, "test")
-    pipe = redis_client.pipeline()
     total = CLAIM_LIMIT * 2 + 7
-    for i in range(total):
-        journal.add(str(i), b"x", due_in=0, client=pipe)
-    pipe.execute()
+    fill(journal, total, due_in=0)
     published: list[str] = []
     ids = sweep(journal, "test", lease=30, publish=published.append, now=time.time() + 1)
     assert len(ids) == len(published) == len(set(published)) == total
@@ -53,11 +58,8 @@ def test_a_starting_workers_sweep_publishes_each_pending_entry_once(redis_client
     # The worker's start sweeps with a cutoff of now + lease: claimed entries, due again at
     # exactly that time, must not be claimed round after round.
     journal = Journal(redis_client, "test")
-    pipe = redis_client.pipeline()
     total = CLAIM_LIMIT * 3 + 1
-    for i in range(total):
-        journal.add(str(i), b"x", due_in=30, client=pipe)
-    pipe.execute()
+    fill(journal, total, due_in=30)
     published: list[str] = []
     now = time.time()
     sweep(journal, "test", lease=30, publish=published.append, now=now, cutoff=now + 30)
