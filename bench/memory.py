@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from pathlib import Path
+
+from bench.sampling import Ticker, proc_stats
 
 # The three processes Fly would run in the 256 MB VM (the simulator and load are not ours).
 BUDGETED = ("web", "worker", "beat")
@@ -13,10 +14,8 @@ BUDGETED = ("web", "worker", "beat")
 def children(pid: int) -> list[int]:
     """Return every descendant of `pid` (gunicorn workers, prefork children)."""
     parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    for child, fields in proc_stats():
+        parents.setdefault(int(fields[1]), []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):
@@ -37,46 +36,34 @@ def rollup(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
-class Sampler:
+class Sampler(Ticker):
     """Sample the named process trees every `interval` seconds on a thread until stopped."""
 
     def __init__(self, roots: dict[str, int], interval: float = 0.5):
+        super().__init__(interval)
         self.roots = roots
-        self.interval = interval
         self.peak: dict[str, dict[str, int]] = {
             name: {"pss_kb": 0, "rss_kb": 0, "processes": 0} for name in roots
         }
         self.peak_budget_pss_kb = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            budget = 0
-            for name, root in self.roots.items():
-                pids = [root, *children(root)]
-                pss = rss = 0
-                for pid in pids:
-                    p, r = rollup(pid)
-                    pss, rss = pss + p, rss + r
-                peak = self.peak[name]
-                peak["pss_kb"] = max(peak["pss_kb"], pss)
-                peak["rss_kb"] = max(peak["rss_kb"], rss)  # shared pages counted per process
-                peak["processes"] = max(peak["processes"], len(pids))
-                if name in BUDGETED:
-                    budget += pss
-            self.peak_budget_pss_kb = max(self.peak_budget_pss_kb, budget)
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def tick(self) -> None:
+        budget = 0
+        for name, root in self.roots.items():
+            pids = [root, *children(root)]
+            pss = rss = 0
+            for pid in pids:
+                p, r = rollup(pid)
+                pss, rss = pss + p, rss + r
+            peak = self.peak[name]
+            peak["pss_kb"] = max(peak["pss_kb"], pss)
+            peak["rss_kb"] = max(peak["rss_kb"], rss)  # shared pages counted per process
+            peak["processes"] = max(peak["processes"], len(pids))
+            if name in BUDGETED:
+                budget += pss
+        self.peak_budget_pss_kb = max(self.peak_budget_pss_kb, budget)
+        self.samples += 1
 
     def report(self) -> dict:
         """Return peaks in MB per process tree and the peak of web + worker + beat PSS."""

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import aiohttp
 import requests
 
 from bench.payloads import TENANT_IDS, outbound_message, recipient
+from bench.sampling import Ticker, proc_stats
 from bench.stack import TENANTS, Stack
 from bench.stats import percentile, summary_ms
 
@@ -188,18 +187,14 @@ def group_cpu_s(pgid: int) -> tuple[float, int]:
     """
     total = 0
     count = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            # After the ")" closing the command name: state ppid pgrp ... (fields 3, 4, 5 ...),
-            # so utime, stime, cutime, cstime (fields 14-17) are items 11-14.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
-                total += sum(int(x) for x in fields[11:15])
-                count += 1
+    for _pid, fields in proc_stats():
+        if int(fields[2]) == pgid:
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            count += 1
     return total / CLOCK_TICKS, count
 
 
-class CpuClock:
+class CpuClock(Ticker):
     """Sample the worker's and the simulator's CPU seconds every `interval` s on a thread.
 
     The worker is looked up in stack.procs at each tick rather than passed in: start_worker
@@ -211,21 +206,17 @@ class CpuClock:
     """
 
     def __init__(self, stack: Stack, interval: float = 0.05):
+        super().__init__(interval)
         self.stack = stack
-        self.interval = interval
+        self.simulator = stack.procs["simulator"].pid
         self.samples: list[tuple[float, float, float]] = []  # (time, worker s, simulator s)
         self.worker_processes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        simulator = self.stack.procs["simulator"].pid
-        while not self._stop.is_set():
-            worker = self.stack.procs.get("worker")
-            worker_s, count = group_cpu_s(worker.pid) if worker else (0.0, 0)
-            self.worker_processes = max(self.worker_processes, count)
-            self.samples.append((time.time(), worker_s, group_cpu_s(simulator)[0]))
-            self._stop.wait(self.interval)
+    def tick(self) -> None:
+        worker = self.stack.procs.get("worker")
+        worker_s, count = group_cpu_s(worker.pid) if worker else (0.0, 0)
+        self.worker_processes = max(self.worker_processes, count)
+        self.samples.append((time.time(), worker_s, group_cpu_s(self.simulator)[0]))
 
     def at(self, when: float) -> tuple[float, float] | None:
         """Return (worker s, simulator s) at `when`, between the two samples around it."""
@@ -234,14 +225,6 @@ class CpuClock:
                 share = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
                 return w0 + share * (w1 - w0), s0 + share * (s1 - s0)
         return None
-
-    def __enter__(self) -> CpuClock:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: float) -> dict:
@@ -335,7 +318,7 @@ FLOOR_QUEUE = "alfred"
 UNACKED_KEY = "unacked"
 
 
-class QueueWatch:
+class QueueWatch(Ticker):
     """Poll the length of a queue and of kombu's unacked hash every `interval` s on a thread.
 
     Like CpuClock, it runs before the worker exists: start_worker returns only once the worker
@@ -347,42 +330,30 @@ class QueueWatch:
     """
 
     def __init__(self, stack: Stack, queued: int, interval: float = 0.02):
-        self.stack = stack
+        super().__init__(interval)
+        self.client = stack.redis()
         self.queued = queued
-        self.interval = interval
         self.started: float | None = None
         self.finished: float | None = None
         self.done = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._empty_since: float | None = None
 
-    def _run(self) -> None:
-        client = self.stack.redis()
-        empty_since: float | None = None
-        while not self._stop.is_set():
-            now = time.time()
-            listed, unacked = (
-                client.pipeline(transaction=False).llen(FLOOR_QUEUE).hlen(UNACKED_KEY).execute()
-            )
-            if self.started is None and listed < self.queued:
-                self.started = now
-            if self.started is not None and listed == 0 and unacked == 0:
-                if empty_since is not None:
-                    self.finished = empty_since
-                    self.done.set()
-                    return
-                empty_since = now
-            else:
-                empty_since = None
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> QueueWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
+    def tick(self) -> bool:
+        now = time.time()
+        listed, unacked = (
+            self.client.pipeline(transaction=False).llen(FLOOR_QUEUE).hlen(UNACKED_KEY).execute()
+        )
+        if self.started is None and listed < self.queued:
+            self.started = now
+        if self.started is None or listed or unacked:
+            self._empty_since = None
+            return False
+        if self._empty_since is None:
+            self._empty_since = now
+            return False
+        self.finished = self._empty_since
+        self.done.set()
+        return True
 
 
 def celery_floor(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: float) -> dict:
