@@ -10,9 +10,14 @@ journal is idempotent (dedupe keys, idempotency keys).
 
 from __future__ import annotations
 
+import json
 import time
 
 import redis
+
+# The header every journaled task carries: when it was published (Unix seconds). The sweeper
+# reads it off the oldest task still waiting in a queue (waiting_since).
+PUBLISHED_AT = "alfred_published_at"
 
 _ADD = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -45,13 +50,14 @@ class Journal:
         due_in: float,
         client=None,
         also_push_to: str | None = None,
+        now: float | None = None,
     ) -> None:
         """Keep a record; it is re-driven if still here `due_in` seconds from now.
 
         With `also_push_to`, the id is appended to that list in the same atomic step. With a
         pipeline as `client`, the writes are queued on it instead.
         """
-        due = time.time() + due_in
+        due = (time.time() if now is None else now) + due_in
         if client is not None:
             client.hset(self.records_key, entry_id, record)
             client.zadd(self.due_key, {entry_id: due})
@@ -101,3 +107,31 @@ class Journal:
     def size(self) -> int:
         """Count the records not yet done."""
         return int(self.client.zcard(self.due_key))
+
+
+def published_at(options: dict, now: float) -> dict:
+    """Return Celery publish options with the PUBLISHED_AT header: the journal write's `now`.
+
+    The very time the entry was journaled with, so that the sweeper never counts the entry of
+    the task heading the queue as taken.
+    """
+    return {**options, "headers": {**(options.get("headers") or {}), PUBLISHED_AT: now}}
+
+
+def waiting_since(client: redis.Redis, queue: str) -> float | None:
+    """Return when the oldest task still waiting in a Celery queue was published, if known.
+
+    kombu's Redis transport keeps a queue as a list, LPUSHes and BRPOPs: the list's last
+    element is the next task a worker takes. Every task published before it has been taken,
+    so its journal entry, if still there, is running, waiting for its countdown, or lost with
+    a worker; every task published after it is still queued and not lost. None when the queue
+    is empty or its oldest task carries no PUBLISHED_AT header (published by older code).
+    """
+    head = client.lindex(queue, -1)
+    if head is None:
+        return None
+    try:
+        published = json.loads(head)["headers"][PUBLISHED_AT]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(published) if isinstance(published, int | float) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from functools import lru_cache
 
 from celery import Task, shared_task
@@ -12,6 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
+from alfred.journal import published_at
 from alfred.outbound.audit import GATHER_S as AUDIT_GATHER_S
 from alfred.outbound.audit import write_pending
 from alfred.outbound.journal import REDRIVE_AFTER_S, entry_id, outbound_journal
@@ -46,11 +48,14 @@ class JournaledSend(Task):
         message = args[0] if args else (kwargs or {}).get("message")
         if isinstance(message, dict):
             message = stamp(message)
+            now = time.time()
+            options = published_at(options, now)  # read by the sweeper (journal.waiting_since)
             wait = float(options.get("countdown") or 0)
             outbound_journal(runtime.redis_client()).add(
                 entry_id(message),
                 json.dumps(message, ensure_ascii=False),
                 due_in=wait + REDRIVE_AFTER_S,
+                now=now,
             )
             args, kwargs = [message], {}
         return super().apply_async(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
-from alfred.journal import Journal
+import pytest
+
+from alfred import runtime
+from alfred.journal import Journal, waiting_since
 from alfred.maintenance.sweeper import CLAIM_LIMIT, sweep
+from alfred.maintenance.tasks import ON_START_MIN_AGE_S, sweep_all
 
 
 def test_an_entry_is_redriven_once_due_and_not_before(redis_client):
@@ -64,3 +70,65 @@ def test_a_starting_workers_sweep_publishes_each_pending_entry_once(redis_client
     now = time.time()
     sweep(journal, "test", lease=30, publish=published.append, now=now, cutoff=now + 30)
     assert len(published) == len(set(published)) == total
+
+
+@pytest.fixture
+def queue_env(monkeypatch, redis_url, redis_client):
+    """Point the bridge's Redis and Celery's broker at the emptied test database."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    runtime.reset()
+    yield
+    runtime.reset()
+
+
+def publish_sends(prefix: str, count: int) -> None:
+    """Publish `count` sends with no worker to take them: they wait in the outbound queue."""
+    from alfred.tasks import send_message
+
+    for i in range(count):
+        message = {"tenant_id": "home", "to": "+447700900123", "type": "text"}
+        send_message.apply_async(
+            args=[{**message, "text": {"body": "hi"}, "idempotency_key": f"{prefix}-{i}"}]
+        )
+
+
+def queued_keys(client, queue: str = "outbound") -> list[str]:
+    """Return the idempotency keys of the sends waiting in a queue, the next one taken first."""
+    keys = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        keys.append(args[0]["idempotency_key"])
+    return keys
+
+
+def test_the_oldest_waiting_task_tells_when_it_was_published(queue_env, redis_client):
+    assert waiting_since(redis_client, "outbound") is None  # nothing waits
+    before = time.time()
+    publish_sends("first", 1)
+    between = time.time()
+    publish_sends("second", 1)
+    assert before <= waiting_since(redis_client, "outbound") <= between
+    redis_client.rpush("outbound", json.dumps({"headers": {}, "body": ""}))
+    assert waiting_since(redis_client, "outbound") is None  # no header: not known
+
+
+def test_the_sweeper_leaves_a_waiting_backlog_alone_however_old(queue_env, redis_client):
+    publish_sends("backlog", 5)
+    an_hour_later = time.time() + 3600
+    assert sweep_all(now=an_hour_later)["outbound"] == 0
+    assert sweep_all(min_age=ON_START_MIN_AGE_S)["outbound"] == 0  # nor a worker that starts
+    assert redis_client.llen("outbound") == 5
+
+
+def test_the_sweeper_redrives_the_sends_a_killed_worker_had_taken(queue_env, redis_client):
+    publish_sends("taken", 2)
+    publish_sends("waiting", 3)
+    for _ in range(2):  # a worker takes two tasks, then is SIGKILLed before either is done
+        redis_client.rpop("outbound")
+    assert sweep_all(min_age=ON_START_MIN_AGE_S)["outbound"] == 2  # a worker starting again
+    # The two taken are queued again, behind the three that were waiting all along.
+    assert queued_keys(redis_client) == [
+        *(f"waiting-{i}" for i in range(3)),
+        *(f"taken-{i}" for i in range(2)),
+    ]
+    assert sweep_all(now=time.time() + 3600)["outbound"] == 0  # and not a second time
