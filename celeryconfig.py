@@ -8,8 +8,8 @@ import os
 
 broker_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 
-# Acknowledge after the task ran, not when it was received: a worker that dies mid-task
-# leaves the message unacknowledged, so it is delivered again.
+# Acknowledge after the task ran, not when it was received: until then the worker holds the
+# message, and puts it back if the task's prefork child dies or the worker shuts down warm.
 task_acks_late = True
 # When a prefork child is killed (OOM killer, SIGKILL), re-queue its task at once instead
 # of acknowledging it as failed. Whole-worker deaths are covered by the journals' sweeper.
@@ -18,13 +18,17 @@ task_reject_on_worker_lost = True
 # slow task never hides work from an idle sibling. Our tasks take milliseconds.
 worker_prefetch_multiplier = 1
 
-# Redis re-delivers an unacknowledged message after this long (checked about every 100 s).
-# It must exceed the longest countdown we schedule (outbound back-off is capped at 300 s),
-# or a waiting retry would run twice. Lost work is re-driven by the journals within a
-# minute, so this is only the last line of defence. Same value everywhere it is read.
-VISIBILITY_TIMEOUT_S = 900
+# No acknowledgement emulation: a task popped off the list is the worker's, and nothing comes
+# back on a timer. kombu's emulation costs the worker's main process two MULTI round trips
+# per task (record the message as unacknowledged, then forget it), a fifth of a send's CPU
+# (docs/benchmarks.md), and what it buys the journals already give, better: its timer
+# re-delivers a lost task only after visibility_timeout, and a SIGKILL between the pop and
+# the record loses the task anyway (FACTS, Celery section). Every task is journaled or
+# periodic (docs/reliability.md), so work lost with a whole worker is re-driven by the
+# sweeper within a minute. A killed prefork child's task, a rejected task and the tasks held
+# at a warm shutdown are still put back at once, from the worker's memory.
 _transport = {
-    "visibility_timeout": VISIBILITY_TIMEOUT_S,
+    "ack_emulation": False,
     # Fail fast when Redis is down so the webhook answers 503 and Meta retries.
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
@@ -32,8 +36,6 @@ _transport = {
     "health_check_interval": 30,
 }
 broker_transport_options = _transport
-result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-visibility_timeout = VISIBILITY_TIMEOUT_S
 
 # Publishing waits at most ~0.5 s for a broker that is down, then the caller gets an error.
 task_publish_retry = True
@@ -63,6 +65,7 @@ task_default_queue = "alfred"
 task_routes = {
     "alfred.ingest_delivery": {"queue": "ingest"},
     "alfred.send_message": {"queue": "outbound"},
+    "alfred.mark_as_read": {"queue": "outbound"},
 }
 
 # Recycle prefork children before the OOM killer does (kilobytes).

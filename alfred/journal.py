@@ -1,11 +1,12 @@
 """Work kept in Redis outside Celery's transport until it is done, and re-driven if it stalls.
 
-Celery's Redis transport can lose a task popped by a worker that is SIGKILLed before it
-records the task as unacknowledged, and re-queues unacknowledged tasks only after
-`visibility_timeout` (FACTS, Celery section). Each unit of work is therefore written here
-before its task is published and removed only once its outcome is durable; a sweeper
-re-publishes whatever is overdue. Re-driving may run a task twice: every consumer of the
-journal is idempotent (dedupe keys, idempotency keys).
+A task popped off Celery's Redis transport belongs to the worker that popped it: if that
+worker is SIGKILLed, the task is gone (celeryconfig.py runs without kombu's acknowledgement
+emulation, whose timer would bring it back only after `visibility_timeout`; FACTS, Celery
+section). Each unit of work is therefore written here before its task is published and
+removed only once its outcome is durable; a sweeper re-publishes whatever is overdue.
+Re-driving may run a task twice: every consumer of the journal is idempotent (dedupe keys,
+idempotency keys).
 """
 
 from __future__ import annotations

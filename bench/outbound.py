@@ -312,21 +312,19 @@ def window(clock: CpuClock, stamps: list[float], low: float, high: float) -> dic
     return result
 
 
-# kombu's Redis transport keeps a queue as a Redis list named after it, and a delivered but
-# not yet acknowledged message in this hash (its default unacked_key).
+# kombu's Redis transport keeps a queue as a Redis list named after it.
 FLOOR_QUEUE = "alfred"
-UNACKED_KEY = "unacked"
 
 
 class QueueWatch(Ticker):
-    """Poll the length of a queue and of kombu's unacked hash every `interval` s on a thread.
+    """Poll the length of a queue every `interval` s on a thread.
 
     Like CpuClock, it runs before the worker exists: start_worker returns only once the worker
     consumes, and by then it has already taken some tasks. `started` is the first poll that
     finds fewer than `queued` tasks listed (the worker took its first); `finished` is the
-    first of two polls in a row with the list and the hash both empty. Two, because kombu
-    writes a message to the unacked hash a moment after BRPOP took it off the list (two Redis
-    calls, QoS.append): a single poll falling between them would end the run a task early.
+    first of two polls in a row with the list empty. The worker still runs the last few tasks
+    it popped (no more than its concurrency: celeryconfig.worker_prefetch_multiplier is 1),
+    a few milliseconds that this span leaves out.
     """
 
     def __init__(self, stack: Stack, queued: int, interval: float = 0.02):
@@ -340,12 +338,10 @@ class QueueWatch(Ticker):
 
     def tick(self) -> bool:
         now = time.time()
-        listed, unacked = (
-            self.client.pipeline(transaction=False).llen(FLOOR_QUEUE).hlen(UNACKED_KEY).execute()
-        )
+        listed = self.client.llen(FLOOR_QUEUE)
         if self.started is None and listed < self.queued:
             self.started = now
-        if self.started is None or listed or unacked:
+        if self.started is None or listed:
             self._empty_since = None
             return False
         if self._empty_since is None:

@@ -17,6 +17,8 @@ from alfred.outbound.audit import REDRIVE_AFTER_S as AUDIT_REDRIVE_AFTER_S
 from alfred.outbound.audit import audit_journal, redrive_audit
 from alfred.outbound.journal import REDRIVE_AFTER_S as SEND_REDRIVE_AFTER_S
 from alfred.outbound.journal import outbound_journal, publish_send
+from alfred.outbound.receipts import REDRIVE_AFTER_S as READ_REDRIVE_AFTER_S
+from alfred.outbound.receipts import publish_read, read_journal
 
 # A worker that starts re-drives at once everything pending that a worker already took,
 # instead of waiting for each entry to fall due: work popped by a worker that was then killed
@@ -33,6 +35,7 @@ JOURNALS = (
     ("ingest", ingest_journal, INGEST_REDRIVE_AFTER_S, redrive_ingest, None),
     ("outbound", outbound_journal, SEND_REDRIVE_AFTER_S, publish_send, "alfred.send_message"),
     ("audit", audit_journal, AUDIT_REDRIVE_AFTER_S, redrive_audit, None),
+    ("read", read_journal, READ_REDRIVE_AFTER_S, publish_read, "alfred.mark_as_read"),
 )
 
 

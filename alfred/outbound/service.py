@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
-BACKOFF_CAP_S = (
-    300.0  # below celeryconfig.VISIBILITY_TIMEOUT_S, so a waiting retry never runs twice
-)
+BACKOFF_CAP_S = 300.0
 TEXT_LIMIT = 4096
 # Waits shorter than this are slept inside the task instead of a round trip through the broker.
 INLINE_WAIT_S = 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -14,10 +15,12 @@ from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
 from alfred.journal import published_at
+from alfred.outbound import receipts
 from alfred.outbound.audit import GATHER_S as AUDIT_GATHER_S
 from alfred.outbound.audit import write_pending
 from alfred.outbound.journal import REDRIVE_AFTER_S, entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter
+from alfred.outbound.receipts import read_journal
 from alfred.outbound.service import Sender, stamp
 from alfred.outbound.tier import TierMeter
 from alfred.tokens.store import current_token
@@ -127,8 +130,46 @@ def publish_audit() -> None:
         log.warning("audit.publish_failed", exc_info=True)
 
 
+class JournaledRead(Task):
+    """Journal each read receipt before publishing, retries included, until Meta answered.
+
+    As JournaledSend: a task lost with a killed worker is re-driven by the sweeper. A receipt
+    that fails for good (a permanent error, retries exhausted) leaves the journal with a log
+    line; marking a message read twice has no second effect at Meta.
+    """
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, **options):
+        receipt = inspect.signature(self.run).bind(*(args or ()), **(kwargs or {})).arguments
+        now = time.time()
+        options = published_at(options, now)  # read by the sweeper (journal.waiting_since)
+        read_journal(runtime.redis_client()).add(
+            receipts.entry_id(receipt["tenant_id"], receipt["message_id"]),
+            json.dumps(receipt),
+            due_in=float(options.get("countdown") or 0) + receipts.REDRIVE_AFTER_S,
+            now=now,
+        )
+        return super().apply_async(None, receipt, task_id, producer, **options)
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self._forget(kwargs)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        log.warning(
+            "read.failed",
+            extra={"tenant_id": kwargs.get("tenant_id"), "wamid": kwargs.get("message_id")},
+        )
+        self._forget(kwargs)
+
+    @staticmethod
+    def _forget(receipt: dict) -> None:
+        read_journal(runtime.redis_client()).done(
+            receipts.entry_id(receipt.get("tenant_id"), receipt.get("message_id"))
+        )
+
+
 @shared_task(
     name="alfred.mark_as_read",
+    base=JournaledRead,
     autoretry_for=(TransientError,),
     retry_backoff=2,
     max_retries=5,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -524,3 +525,47 @@ def test_an_inbound_message_is_marked_read_with_a_typing_indicator(simulator, en
     wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
     assert mark_as_read.apply(args=["home", wamid], kwargs={"typing_indicator": True}).get()
     assert simulator.state.stats()["tenants"]["home"]["marked_read"] == 1
+
+
+def take_queued_task(redis_client, queue: str = "outbound") -> tuple[list, dict]:
+    """Pop the next task off a queue, as a worker would, and return its args and kwargs."""
+    raw = redis_client.rpop(queue)
+    args, kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    return args, kwargs
+
+
+def test_a_read_receipt_lost_with_its_worker_is_redriven(simulator, env, redis_client):
+    import requests
+
+    from alfred.maintenance.tasks import ON_START_MIN_AGE_S, sweep_all
+    from alfred.outbound.receipts import read_journal
+    from alfred.tasks import mark_as_read
+
+    inbound = requests.post(
+        f"{simulator.url}/_sim/inbound",
+        json={"tenant": "home", "from": USER, "type": "text", "text": "hi"},
+        timeout=5,
+    ).json()
+    wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
+    mark_as_read.delay("home", wamid)
+    take_queued_task(redis_client)  # taken by a worker that is killed before it calls Meta
+    assert read_journal(redis_client).size() == 1
+    assert sweep_all(min_age=ON_START_MIN_AGE_S)["read"] == 1  # a worker starting again
+    _args, receipt = take_queued_task(redis_client)
+    assert receipt == {"tenant_id": "home", "message_id": wamid}
+    assert mark_as_read.apply(kwargs=receipt).get() is True
+    assert simulator.state.stats()["tenants"]["home"]["marked_read"] == 1
+    assert read_journal(redis_client).size() == 0
+
+
+def test_a_read_receipt_meta_refuses_leaves_the_journal_with_a_reason(
+    simulator, env, redis_client, caplog
+):
+    from alfred.outbound.receipts import read_journal
+    from alfred.tasks import mark_as_read
+
+    mark_as_read.delay("home", "wamid.never-received")
+    _args, receipt = take_queued_task(redis_client)
+    assert mark_as_read.apply(kwargs=receipt).failed()
+    assert read_journal(redis_client).size() == 0
+    assert any(r.getMessage() == "read.failed" for r in caplog.records)

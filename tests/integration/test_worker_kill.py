@@ -32,8 +32,10 @@ RECOVERY_LIMIT_S = 60.0
 WORKER_CONCURRENCY = 4
 
 
-def start_worker(extra_env: dict | None = None) -> subprocess.Popen:
-    """Start `celery worker` (threads) in its own process group, as the Procfile does."""
+def start_worker(
+    extra_env: dict | None = None, pool: str = "threads", concurrency: int = WORKER_CONCURRENCY
+) -> subprocess.Popen:
+    """Start `celery worker` (threads, as the Procfile) in its own process group."""
     env = {**os.environ, **(extra_env or {})}
     return subprocess.Popen(
         [
@@ -44,9 +46,9 @@ def start_worker(extra_env: dict | None = None) -> subprocess.Popen:
             "alfred.celery_app",
             "worker",
             "-P",
-            "threads",
+            pool,
             "-c",
-            str(WORKER_CONCURRENCY),
+            str(concurrency),
             "-Q",
             "ingest,outbound,alfred",
             "--without-gossip",
@@ -73,8 +75,8 @@ def kill(worker: subprocess.Popen) -> None:
 def workers():
     started: list[subprocess.Popen] = []
 
-    def spawn(extra_env: dict | None = None) -> subprocess.Popen:
-        worker = start_worker(extra_env)
+    def spawn(extra_env: dict | None = None, **options) -> subprocess.Popen:
+        worker = start_worker(extra_env, **options)
         started.append(worker)
         return worker
 
@@ -191,3 +193,43 @@ def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_clie
         f"\nsends: {at_kill} accepted at the kill; all {total} sent once, "
         f"{recovery:.1f} s after restart"
     )
+
+
+def test_a_killed_prefork_childs_task_is_requeued_at_once(env, simulator, workers, redis_client):
+    # Without kombu's acknowledgement emulation, the worker's main process still holds the
+    # message of a task whose child dies, and puts it back (task_reject_on_worker_lost): no
+    # sweeper involved (its due time is 30 s away, and no beat runs here).
+    import requests
+
+    from alfred.outbound.receipts import read_journal
+    from alfred.tasks import mark_as_read
+
+    inbound = requests.post(
+        f"{simulator.url}/_sim/inbound",
+        json={"tenant": "home", "from": "447700900123", "type": "text", "text": "hi"},
+        timeout=5,
+    ).json()
+    wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
+    requests.post(f"{simulator.url}/_sim/faults", json={"latency_ms": 2000}, timeout=5)
+    worker = workers({"GRAPH_API_URL": simulator.url}, pool="prefork", concurrency=1)
+    wait_for(lambda: child_of(worker) is not None, timeout=30)
+    wait_for(lambda: consuming(redis_client), timeout=30)
+    mark_as_read.delay("home", wamid)
+    wait_for(lambda: redis_client.llen("outbound") == 0, timeout=10, interval=0.01)
+    time.sleep(0.5)  # the child is waiting on Meta's answer
+    os.kill(child_of(worker), signal.SIGKILL)
+    requests.post(f"{simulator.url}/_sim/faults", json={}, timeout=5)
+    wait_for(lambda: read_journal(redis_client).size() == 0, timeout=15)
+    assert simulator.state.stats()["tenants"]["home"]["marked_read"] >= 1
+
+
+def child_of(worker: subprocess.Popen) -> int | None:
+    """Return the pid of the worker's (only) prefork child, if it has one."""
+    found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True)
+    pids = found.stdout.split()
+    return int(pids[0]) if pids else None
+
+
+def consuming(client) -> bool:
+    """Whether some client blocks in BRPOP on the broker: a worker consumes."""
+    return any(c.get("cmd") == "brpop" for c in client.client_list())
