@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -42,3 +43,9 @@ def body_of(payload: dict, *, escape: bool = False) -> bytes:
 def signed_headers(body: bytes, secret: str) -> dict[str, str]:
     """Return the headers of a delivery signed with `secret`."""
     return {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)}
+
+
+def task_arguments(raw: bytes) -> tuple[list, dict]:
+    """Return the args and kwargs of a Celery task message as kombu's Redis transport lists it."""
+    args, kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    return args, kwargs

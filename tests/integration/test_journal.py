@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -12,6 +11,7 @@ from alfred import runtime
 from alfred.journal import Journal, waiting_since
 from alfred.maintenance.sweeper import CLAIM_LIMIT, sweep
 from alfred.maintenance.tasks import ON_START_MIN_AGE_S, sweep_all
+from tests.helpers import task_arguments
 
 
 def test_an_entry_is_redriven_once_due_and_not_before(redis_client):
@@ -94,11 +94,10 @@ def publish_sends(prefix: str, count: int) -> None:
 
 def queued_keys(client, queue: str = "outbound") -> list[str]:
     """Return the idempotency keys of the sends waiting in a queue, the next one taken first."""
-    keys = []
-    for raw in reversed(client.lrange(queue, 0, -1)):
-        args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        keys.append(args[0]["idempotency_key"])
-    return keys
+    return [
+        task_arguments(raw)[0][0]["idempotency_key"]
+        for raw in reversed(client.lrange(queue, 0, -1))
+    ]
 
 
 def test_the_oldest_waiting_task_tells_when_it_was_published(queue_env, redis_client):

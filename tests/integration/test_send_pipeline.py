@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -17,7 +16,7 @@ from alfred.outbound import service
 from alfred.outbound.journal import outbound_journal
 from alfred.simulator.faults import FaultConfig
 from alfred.streams import INGEST_STREAM
-from tests.helpers import body_of, fixture
+from tests.helpers import body_of, fixture, task_arguments
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for
 
 USER = "+447700900123"
@@ -512,41 +511,37 @@ def test_parts_can_wait_for_the_previous_part_to_be_delivered(
     assert [m["key"] for m in simulator.state.messages()] == ["ordered#1/2", "ordered#2/2"]
 
 
-def test_an_inbound_message_is_marked_read_with_a_typing_indicator(simulator, env):
+def inbound_wamid(simulator, user: str = USER) -> str:
+    """Have a simulated user write to the home tenant; return the inbound message's wamid."""
     import requests
-
-    from alfred.tasks import mark_as_read
 
     inbound = requests.post(
         f"{simulator.url}/_sim/inbound",
-        json={"tenant": "home", "from": USER, "type": "text", "text": "hi"},
+        json={"tenant": "home", "from": user, "type": "text", "text": "hi"},
         timeout=5,
     ).json()
-    wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
+    return inbound.get("wamid") or inbound["messages"][0]["id"]
+
+
+def test_an_inbound_message_is_marked_read_with_a_typing_indicator(simulator, env):
+    from alfred.tasks import mark_as_read
+
+    wamid = inbound_wamid(simulator)
     assert mark_as_read.apply(args=["home", wamid], kwargs={"typing_indicator": True}).get()
     assert simulator.state.stats()["tenants"]["home"]["marked_read"] == 1
 
 
 def take_queued_task(redis_client, queue: str = "outbound") -> tuple[list, dict]:
     """Pop the next task off a queue, as a worker would, and return its args and kwargs."""
-    raw = redis_client.rpop(queue)
-    args, kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
-    return args, kwargs
+    return task_arguments(redis_client.rpop(queue))
 
 
 def test_a_read_receipt_lost_with_its_worker_is_redriven(simulator, env, redis_client):
-    import requests
-
     from alfred.maintenance.tasks import ON_START_MIN_AGE_S, sweep_all
     from alfred.outbound.receipts import read_journal
     from alfred.tasks import mark_as_read
 
-    inbound = requests.post(
-        f"{simulator.url}/_sim/inbound",
-        json={"tenant": "home", "from": USER, "type": "text", "text": "hi"},
-        timeout=5,
-    ).json()
-    wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
+    wamid = inbound_wamid(simulator)
     mark_as_read.delay("home", wamid)
     take_queued_task(redis_client)  # taken by a worker that is killed before it calls Meta
     assert read_journal(redis_client).size() == 1

@@ -26,7 +26,7 @@ from alfred.outbound.journal import outbound_journal
 from tests.conftest import APP_SECRET, _simulator_config
 from tests.helpers import body_of, fixture, signed_headers
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for
-from tests.integration.test_send_pipeline import open_window
+from tests.integration.test_send_pipeline import inbound_wamid, open_window
 
 RECOVERY_LIMIT_S = 60.0
 WORKER_CONCURRENCY = 4
@@ -204,12 +204,7 @@ def test_a_killed_prefork_childs_task_is_requeued_at_once(env, simulator, worker
     from alfred.outbound.receipts import read_journal
     from alfred.tasks import mark_as_read
 
-    inbound = requests.post(
-        f"{simulator.url}/_sim/inbound",
-        json={"tenant": "home", "from": "447700900123", "type": "text", "text": "hi"},
-        timeout=5,
-    ).json()
-    wamid = inbound.get("wamid") or inbound["messages"][0]["id"]
+    wamid = inbound_wamid(simulator)
     requests.post(f"{simulator.url}/_sim/faults", json={"latency_ms": 2000}, timeout=5)
     worker = workers({"GRAPH_API_URL": simulator.url}, pool="prefork", concurrency=1)
     wait_for(lambda: child_of(worker) is not None, timeout=30)
