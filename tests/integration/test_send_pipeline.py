@@ -564,3 +564,14 @@ def test_a_read_receipt_meta_refuses_leaves_the_journal_with_a_reason(
     assert mark_as_read.apply(kwargs=receipt).failed()
     assert read_journal(redis_client).size() == 0
     assert any(r.getMessage() == "read.failed" for r in caplog.records)
+
+
+def test_a_queued_send_shows_flower_neither_its_recipient_nor_its_words(env, redis_client):
+    from alfred.tasks import send_message
+
+    send_message.delay(text(body="my private words", idempotency_key="shown"))
+    headers = json.loads(redis_client.lindex("outbound", -1))["headers"]
+    assert headers["argsrepr"] == "[{tenant_id: 'home', idempotency_key: 'shown', type: 'text'}]"
+    assert task_arguments(redis_client.lindex("outbound", -1))[0][0]["text"]["body"] == (
+        "my private words"  # the task itself still carries the whole message
+    )
