@@ -62,8 +62,8 @@ class JournaledSend(Task):
             )
             args, kwargs = [message], {}
             # What Flower and the worker's log show of the task: the message names its user
-            # and carries their conversation, and Celery's default repr of it is a tenth of
-            # the publish's cost.
+            # and carries their conversation. (It also spares Celery's saferepr of the whole
+            # message: 13 % of a publish in the profiler, within the noise on the clock.)
             options["argsrepr"] = repr_of(message)
         return super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
