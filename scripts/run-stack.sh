@@ -108,6 +108,23 @@ PROCFILE="$VAR/Procfile.run"
 } >"$PROCFILE"
 
 DB="$(python -c 'from alfred.cli import _safe_url, _settings; print(_safe_url(_settings().database_url))')"
+# Commands run in another terminal (`python -m alfred send`, `smoke`) need the same settings:
+# with the simulator they are dev values, written here for `. var/dev.env`. Real credentials
+# stay where the developer keeps them (.env), never copied to disk by this script.
+if [[ -n "$SIMULATE" ]]; then
+    {
+        echo "# Written by make run: the settings of the stack it runs (dev tenants, simulator)."
+        for name in ALFRED_TENANTS META_APP_SECRET META_VERIFY_TOKEN META_APP_ID GRAPH_API_URL \
+            REDIS_URL DATABASE_URL; do
+            [[ -n "${!name:-}" ]] && printf 'export %s=%q\n' "$name" "${!name}"
+        done
+    } >"$VAR/dev.env"
+    SETTINGS_STEP="  . var/dev.env                  # this stack's settings: dev tenants, the simulator"
+elif [[ -f .env ]]; then
+    SETTINGS_STEP="  set -a; . ./.env; set +a       # your settings, as this stack read them"
+else
+    SETTINGS_STEP="  # with the same ALFRED_TENANTS, META_* and GRAPH_API_URL as this stack"
+fi
 cat <<EOF
 
 Alfred's WhatsApp bridge, running here (Ctrl-C stops everything):
@@ -128,6 +145,7 @@ cat <<EOF
   redis      $REDIS_URL $REDIS_NOTE
   database   $DB
 Try, in another terminal:
+$SETTINGS_STEP
   .venv/bin/python -m alfred smoke --tenant home --to +14155550100
   .venv/bin/python -m alfred --help
 
