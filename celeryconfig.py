@@ -5,8 +5,16 @@ the behaviour of Celery's Redis transport that they work around.
 """
 
 import os
+import ssl
 
 broker_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+# kombu's Redis transport, reusing its redis-py client instead of building one per publish
+# (alfred/broker.py): the URL above still says where Redis is.
+broker_transport = "alfred.broker:Transport"
+if broker_url.startswith("rediss://"):
+    # kombu turns TLS on from the URL's scheme, which broker_transport takes the place of: say
+    # it here, with the server's certificate verified (kombu's default for rediss:// is not).
+    broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 # Acknowledge after the task ran, not when it was received: until then the worker holds the
 # message, and puts it back if the task's prefork child dies or the worker shuts down warm.

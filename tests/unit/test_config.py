@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -85,3 +86,44 @@ def test_secrets_never_show_in_repr_or_str():
     for value in (TOKEN, "app-secret-value", "verify-value", "key-value"):
         assert value not in shown
     assert s.app_secrets[0] == Secret("app-secret-value")
+
+
+def broker_settings(redis_url: str) -> dict:
+    """Import celeryconfig in a fresh interpreter with REDIS_URL set; return the broker side."""
+    import subprocess
+    import sys
+
+    from alfred.config import REPO_ROOT
+
+    probe = (
+        "import json, celeryconfig as c; from celery import Celery; app = Celery(); "
+        "app.config_from_object(c); conn = app.connection_for_write(); "
+        "print(json.dumps({'transport': c.broker_transport, 'ssl': repr(conn.ssl), "
+        "'class': type(conn.transport).__module__, 'db': conn.virtual_host, "
+        "'host': conn.hostname}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env={**os.environ, "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_the_broker_is_kombus_redis_transport_at_the_url_given():
+    plain = broker_settings("redis://redis.internal:6380/3")
+    assert plain == {
+        "transport": "alfred.broker:Transport",
+        "ssl": "False",
+        "class": "alfred.broker",
+        "db": "3",
+        "host": "redis.internal",
+    }
+
+
+def test_a_rediss_url_gets_tls_with_the_certificate_verified():
+    secure = broker_settings("rediss://redis.internal:6380/0")
+    assert secure["ssl"] == "{'ssl_cert_reqs': <VerifyMode.CERT_REQUIRED: 2>}"
