@@ -110,12 +110,18 @@ class Journal:
         return int(self.client.zcard(self.due_key))
 
 
-def published_at(options: dict, now: float) -> dict:
-    """Return Celery publish options with the PUBLISHED_AT header: the journal write's `now`.
+def journal_for_publish(
+    journal: Journal, entry_id: str, record: bytes | str, options: dict, *, redrive_after_s: float
+) -> dict:
+    """Journal a task's record before it is published; return its publish options, stamped.
 
-    The very time the entry was journaled with, so that the sweeper never counts the entry of
-    the task heading the queue as taken.
+    The entry falls due `redrive_after_s` after the task's countdown. The options gain the
+    PUBLISHED_AT header with the very time the entry was written, so that the sweeper never
+    counts the entry of the task heading the queue as taken (waiting_since).
     """
+    now = time.time()
+    due_in = float(options.get("countdown") or 0) + redrive_after_s
+    journal.add(entry_id, record, due_in=due_in, now=now)
     return {**options, "headers": {**(options.get("headers") or {}), PUBLISHED_AT: now}}
 
 

@@ -6,7 +6,6 @@ import inspect
 import json
 import logging
 import os
-import time
 from functools import lru_cache
 
 from celery import Task, shared_task
@@ -14,7 +13,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
-from alfred.journal import published_at
+from alfred.journal import journal_for_publish
 from alfred.outbound import receipts
 from alfred.outbound.audit import GATHER_S as AUDIT_GATHER_S
 from alfred.outbound.audit import write_pending
@@ -51,14 +50,12 @@ class JournaledSend(Task):
         message = args[0] if args else (kwargs or {}).get("message")
         if isinstance(message, dict):
             message = stamp(message)
-            now = time.time()
-            options = published_at(options, now)  # read by the sweeper (journal.waiting_since)
-            wait = float(options.get("countdown") or 0)
-            outbound_journal(runtime.redis_client()).add(
+            options = journal_for_publish(
+                outbound_journal(runtime.redis_client()),
                 entry_id(message),
                 json.dumps(message, ensure_ascii=False),
-                due_in=wait + REDRIVE_AFTER_S,
-                now=now,
+                options,
+                redrive_after_s=REDRIVE_AFTER_S,
             )
             args, kwargs = [message], {}
             # What Flower and the worker's log show of the task: the message names its user
@@ -152,13 +149,12 @@ class JournaledRead(Task):
 
     def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, **options):
         receipt = inspect.signature(self.run).bind(*(args or ()), **(kwargs or {})).arguments
-        now = time.time()
-        options = published_at(options, now)  # read by the sweeper (journal.waiting_since)
-        read_journal(runtime.redis_client()).add(
+        options = journal_for_publish(
+            read_journal(runtime.redis_client()),
             receipts.entry_id(receipt["tenant_id"], receipt["message_id"]),
             json.dumps(receipt),
-            due_in=float(options.get("countdown") or 0) + receipts.REDRIVE_AFTER_S,
-            now=now,
+            options,
+            redrive_after_s=receipts.REDRIVE_AFTER_S,
         )
         return super().apply_async(None, receipt, task_id, producer, **options)
 
