@@ -7,6 +7,8 @@ the behaviour of Celery's Redis transport that they work around.
 import os
 import ssl
 
+from alfred.config import VAR_DIR
+
 broker_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 # kombu's Redis transport, reusing its redis-py client instead of building one per publish
 # (alfred/broker.py): the URL above still says where Redis is.
@@ -85,7 +87,9 @@ worker_send_task_events = False
 # and Flower shows received, started and succeeded without it.
 task_send_sent_event = False
 
+# Beat's file of last run times lives under var/, never in the repository root.
+beat_schedule_filename = str(VAR_DIR / "celerybeat-schedule")
 beat_schedule = {
-    # Re-drive journal entries whose task was lost (see alfred/journal.py).
+    # Re-drive journal entries whose task was lost (see alfred/journals/).
     "sweep-journals": {"task": "alfred.sweep_journals", "schedule": 10.0},
 }

@@ -17,10 +17,10 @@ def create_app(config: dict | None = None) -> Flask:
     # and the worker have no use for Flask's ~15 MB (docs/benchmarks.md, Memory).
     from flask import Flask
 
-    from alfred import logs
+    from alfred.logs import configure_logging
     from alfred.web import health, webhook
 
-    logs.configure()
+    configure_logging()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     if config:

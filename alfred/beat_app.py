@@ -17,15 +17,20 @@ import sys
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import setup_logging
+
+from alfred.config import REPO_ROOT, VAR_DIR
+from alfred.logs import configure_celery_logging
 
 # celeryconfig.py sits at the repository root, beside wsgi.py (CONTRACT.md).
-REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 celery = Celery("alfred")
 celery.config_from_object("celeryconfig")
 app = celery
+# Beat's logs as the same JSON lines as every other process.
+setup_logging.connect(configure_celery_logging)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,10 +39,14 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m alfred.beat_app", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "-s", "--schedule", default="celerybeat-schedule", help="file of last run times"
+        "-s",
+        "--schedule",
+        default=str(VAR_DIR / "celerybeat-schedule"),
+        help="file of last run times (default: under var/)",
     )
     parser.add_argument("-l", "--loglevel", default="INFO")
     args = parser.parse_args(argv)
+    Path(args.schedule).parent.mkdir(parents=True, exist_ok=True)
     # The same object `celery beat` builds from its options, without the command line.
     celery.Beat(schedule=args.schedule, loglevel=args.loglevel).run()
 

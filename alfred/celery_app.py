@@ -6,9 +6,10 @@ import gc
 import sys
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import setup_logging, worker_init
 
 from alfred.config import REPO_ROOT
+from alfred.logs import configure_celery_logging
 
 if str(REPO_ROOT) not in sys.path:
     # celeryconfig.py sits at the repository root (CONTRACT.md), beside wsgi.py.
@@ -16,10 +17,12 @@ if str(REPO_ROOT) not in sys.path:
 
 celery = Celery(
     "alfred",
-    include=["alfred.ingest.tasks", "alfred.outbound.tasks", "alfred.maintenance.tasks"],
+    include=["alfred.ingest.tasks", "alfred.outbound.tasks", "alfred.journals.tasks"],
 )
 celery.config_from_object("celeryconfig")
 app = celery
+# The worker's logs, Celery's own included, as the same JSON lines as every other process.
+setup_logging.connect(configure_celery_logging)
 
 
 @worker_init.connect
@@ -28,7 +31,7 @@ def _freeze_shared_heap(**_kwargs) -> None:
     # write to every object they visit, copying each page into each child; objects frozen
     # before the fork are never visited. Threads pools lose nothing by it.
     import alfred.ingest.tasks  # noqa: F401 - the task modules, imported before the fork
-    import alfred.maintenance.tasks  # noqa: F401
+    import alfred.journals.tasks  # noqa: F401
     import alfred.outbound.tasks  # noqa: F401
 
     gc.collect()

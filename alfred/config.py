@@ -17,6 +17,10 @@ DEFAULT_GRAPH_API_VERSION = "v25.0"
 OLDEST_SUPPORTED_GRAPH_API_VERSION = "v23.0"
 DEFAULT_MPS = 80
 MAX_MPS = 1000
+# Business-initiated conversations a tenant may open in 24 h before Meta's tier stops it.
+DEFAULT_TIER_LIMIT = 1000
+# Personal data stays this many days in the hot stores, then this many in cold archives.
+DEFAULT_PII_HOT_DAYS, DEFAULT_PII_COLD_DAYS = 30, 90
 
 
 class ConfigError(ValueError):
@@ -126,6 +130,25 @@ def _parse_tenants(environ: Mapping[str, str]) -> dict[str, Tenant]:
     return tenants
 
 
+def _int(environ: Mapping[str, str], name: str, default: int, *, least: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < least:
+        raise ConfigError(f"{name} must be at least {least}, not {value}")
+    return value
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> str:
+    """Return LOG_LEVEL (default INFO), read apart: logging is set up before the settings."""
+    env = os.environ if environ is None else environ
+    return env.get("LOG_LEVEL", "INFO").upper()
+
+
 def _secret_or_none(environ: Mapping[str, str], name: str) -> Secret | None:
     value = environ.get(name)
     return Secret(value) if value else None
@@ -146,6 +169,12 @@ class Settings:
     webhook_max_skew_s: float
     encryption_key: Secret | None = field(repr=False)
     simulator_url: str | None
+    meta_app_id: str | None = None
+    tier_limit: int = DEFAULT_TIER_LIMIT
+    # "delivered": a long reply's next part waits until the previous one was delivered.
+    chunk_order: str = "accepted"
+    pii_hot_days: int = DEFAULT_PII_HOT_DAYS
+    pii_cold_days: int = DEFAULT_PII_COLD_DAYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +210,11 @@ class Settings:
             webhook_max_skew_s=float(env.get("WEBHOOK_MAX_SKEW_S", "10")),
             encryption_key=_secret_or_none(env, "ALFRED_ENCRYPTION_KEY"),
             simulator_url=env.get("ALFRED_SIMULATOR_URL"),
+            meta_app_id=env.get("META_APP_ID") or None,
+            tier_limit=_int(env, "ALFRED_TIER_LIMIT", DEFAULT_TIER_LIMIT, least=0),
+            chunk_order=env.get("ALFRED_CHUNK_ORDER", "accepted"),
+            pii_hot_days=_int(env, "PII_HOT_DAYS", DEFAULT_PII_HOT_DAYS, least=1),
+            pii_cold_days=_int(env, "PII_COLD_DAYS", DEFAULT_PII_COLD_DAYS, least=0),
         )
 
     def tenant_by_phone_number_id(self, phone_number_id: str | None) -> Tenant | None:

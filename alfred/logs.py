@@ -1,14 +1,22 @@
-"""Structured logs: one JSON object a line, secrets never included."""
+"""Structured logs: one JSON object a line, secrets never included, the same in every process.
+
+configure_logging() is called by each process's entry point: the web app (create_app), the
+worker and beat (Celery's setup_logging signal, so Celery installs no formatter of its own),
+the outbox bridge and the simulator.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 
-_RESERVED = set(vars(logging.makeLogRecord({})))
+from alfred.config import log_level
+
+# A record's own attributes; `message` and `asctime` too, which other formatters (pytest's,
+# Celery's) set on the record when they format it first: `event` already says it.
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,13 +37,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
-def configure(level: str | None = None) -> None:
-    """Send JSON logs to stderr once per process."""
+def configure_logging(level: str | int | None = None) -> None:
+    """Send JSON logs to stderr, once per process (a second call changes nothing)."""
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
-    root.setLevel(level or os.environ.get("LOG_LEVEL", "INFO"))
+    root.setLevel(level or log_level())
     logging.Formatter.converter = time.gmtime
+
+
+def configure_celery_logging(loglevel: str | int | None = None, **_kwargs) -> None:
+    """Celery's setup_logging receiver: the worker's and beat's logs, as JSON."""
+    configure_logging(loglevel)

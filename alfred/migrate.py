@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -22,3 +23,8 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Apply every migration up to `revision`."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+def head(database_url: str) -> str | None:
+    """Return the newest revision the migrations know."""
+    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()

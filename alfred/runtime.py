@@ -5,9 +5,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 import redis
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from alfred.config import Settings
 from alfred.redis_client import get_redis
+
+# Redis or the database out of reach: a batch (ingest, the audit trail) goes back for a retry
+# instead of being written one by one.
+INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
 
 
 @lru_cache(maxsize=1)

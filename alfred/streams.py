@@ -1,8 +1,15 @@
-"""The two Redis streams: «alfred-ingest» (appended exactly once) and «alfred-outbox»."""
+"""The two Redis streams: «alfred-ingest» (appended exactly once) and «alfred-outbox».
+
+The one place that appends to «alfred-ingest»: the ingest worker's events, replays, and the
+sender's send_failed events all go through append_events.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import redis
 
@@ -37,6 +44,18 @@ local entry = redis.call('XADD', KEYS[2], '*', 'tenant_id', ARGV[2], 'event', AR
 redis.call('SET', KEYS[1], entry, 'EX', ARGV[1])
 return {1, entry}
 """
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """One event for the «alfred-ingest» stream, with its envelope."""
+
+    tenant_id: str
+    event: str
+    id: str
+    dedupe_key: str
+    timestamp: int
+    envelope: dict
 
 
 @dataclass(frozen=True)
@@ -76,3 +95,35 @@ def to_result(raw: list) -> AppendResult:
     return AppendResult(
         appended=bool(flag), entry_id=entry.decode() if isinstance(entry, bytes) else entry
     )
+
+
+def append_events(
+    client: redis.Redis,
+    events: list[InboundEvent],
+    *,
+    before: Callable[[redis.client.Pipeline, list[InboundEvent]], int] | None = None,
+) -> list[bool]:
+    """Append each event once, in order, in one round trip; return which were new.
+
+    `before` queues commands of its own on the same pipeline ahead of the appends (the ingest
+    worker's sent marks and windows) and returns how many it queued.
+    """
+    if not events:
+        return []
+    stream = _stream(client)
+    pipe = client.pipeline(transaction=False)
+    marks = before(pipe, events) if before is not None else 0
+    for event in events:
+        stream.append_once(
+            tenant_id=event.tenant_id,
+            event=event.event,
+            dedupe_key=event.dedupe_key,
+            payload=json.dumps(event.envelope, ensure_ascii=False, separators=(",", ":")),
+            client=pipe,
+        )
+    return [to_result(raw).appended for raw in pipe.execute()[marks:]]
+
+
+@lru_cache(maxsize=8)
+def _stream(client: redis.Redis) -> IngestStream:
+    return IngestStream(client)

@@ -69,10 +69,11 @@ WEBHOOK_PATHS = (
 )
 INGEST_PATHS = (
     "alfred/ingest/",
-    "alfred/whatsapp/inbound",
+    "alfred/messages/",
+    "alfred/windows.py",
     "alfred/db.py",
     "alfred/streams.py",
-    "alfred/journal.py",
+    "alfred/journals/",
     "marshmallow",
     "sqlalchemy/orm/session.py",
     "execute_command",

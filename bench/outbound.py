@@ -243,7 +243,7 @@ def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: floa
     are read over that same window too (CpuClock.at interpolates between its 50 ms samples);
     the whole-run CPU figures stay beside them.
 
-    The worker re-drives every journaled entry when it starts (alfred/maintenance/tasks.py):
+    The worker re-drives every journaled entry when it starts (alfred/journals/tasks.py):
     these are the same messages, published again behind the originals; the bridge sends each
     once (duplicates counts any extra), and the no-op copies mostly run after the last send.
     """

@@ -388,7 +388,7 @@ class Stack:
             for start in range(0, len(rows), 1000):
                 connection.execute(CustomerWindow.__table__.insert(), rows[start : start + 1000])
         # Ingest also keeps a Redis copy of each window, where the sender looks first.
-        from alfred.outbound.window import remember_open
+        from alfred.windows import remember_open
 
         pipe = self.redis().pipeline(transaction=False)
         for row in rows:

@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alfred import metrics
-from alfred.db import insert_ignoring_conflicts
+from alfred.db import insert_ignoring_conflicts, session_scope
+from alfred.ingest.normalise import RejectedEvent
 from alfred.models import QuarantinedEvent
 from alfred.models.base import utcnow
-from alfred.whatsapp.inbound import InboundEvent, RejectedEvent
+from alfred.streams import InboundEvent
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +132,9 @@ def list_held(
     if not include_replayed:
         query = query.where(QuarantinedEvent.replayed_at.is_(None))
     return list(session.scalars(query))
+
+
+def held(database_url: str, **filters) -> list[QuarantinedEvent]:
+    """Return quarantined events, newest first, in a transaction of their own (list_held)."""
+    with session_scope(database_url) as session:
+        return list_held(session, **filters)

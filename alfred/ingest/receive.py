@@ -9,11 +9,9 @@ from functools import lru_cache
 import redis
 
 from alfred.config import Settings
-from alfred.journal import Journal
+from alfred.journals.journal import REDRIVE_AFTER_S, Journal
 
 INGEST_JOURNAL = "ingest"
-# A delivery still in the journal this long after arrival lost its task; re-drive it.
-REDRIVE_AFTER_S = 30.0
 # Ids of journaled deliveries waiting for a worker; a task takes a batch of them at once.
 READY_KEY = "alfred:ingest:ready"
 # How often each delivery failed on its own (see service.MAX_FAILURES).

@@ -9,11 +9,10 @@ from sqlalchemy.orm import Session
 
 from alfred.config import Settings
 from alfred.db import session_scope
-from alfred.ingest.service import append_events, ingest_body
-from alfred.ingest.storage import store_events
+from alfred.ingest.service import append_inbound, ingest_body, store
 from alfred.models import QuarantinedEvent
 from alfred.models.base import utcnow
-from alfred.whatsapp.inbound import InboundEvent
+from alfred.streams import InboundEvent
 
 
 def replay(event_id: int, *, settings: Settings, client: redis.Redis) -> str:
@@ -45,9 +44,9 @@ def _replay_envelope(session: Session, row: QuarantinedEvent, client: redis.Redi
         timestamp=int(envelope.get("timestamp") or 0),
         envelope=envelope,
     )
-    store_events(session, [event])
+    store(session, [event])
     session.commit()
-    (appended,) = append_events(client, [event], remember_sends=True)
+    (appended,) = append_inbound(client, [event])
     return "appended" if appended else "duplicate: already in alfred-ingest"
 
 

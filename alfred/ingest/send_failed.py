@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from alfred.ingest.envelope import send_failed_envelope
-from alfred.ingest.storage import outbound_for_wamid
-from alfred.whatsapp.inbound import InboundEvent
+from alfred.envelope import send_failed_envelope
+from alfred.messages.store import outbound_for_wamid
+from alfred.streams import InboundEvent
 
 
 def send_failed_for_status(session: Session, status: InboundEvent) -> InboundEvent:

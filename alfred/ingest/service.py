@@ -5,22 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import redis
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from alfred import metrics
 from alfred.config import Settings
 from alfred.db import session_scope
 from alfred.ingest import quarantine
+from alfred.ingest.normalise import RejectedEvent, normalise_delivery
 from alfred.ingest.receive import FAILURES_KEY, READY_KEY, decode_record, ingest_journal
 from alfred.ingest.send_failed import send_failed_for_status
-from alfred.ingest.storage import store_events, user_keys
-from alfred.outbound.window import remember_open
-from alfred.streams import SENT_TTL_S, IngestStream, sent_key, to_result
-from alfred.whatsapp.inbound import InboundEvent, RejectedEvent, normalise_delivery
+from alfred.messages.store import store_events
+from alfred.runtime import INFRASTRUCTURE
+from alfred.streams import SENT_TTL_S, InboundEvent, append_events, sent_key
+from alfred.windows import open_windows, remember_windows
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ BATCH_SIZE = 100
 # A delivery that fails this many times on its own (not for want of Redis or the database)
 # is quarantined with the error instead of being re-driven for ever.
 MAX_FAILURES = 5
-# Redis or the database out of reach: a batch goes back for a retry instead of being written
-# one by one (the outbound audit batch uses the same split).
-INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
 
 
 @dataclass
@@ -171,7 +169,7 @@ def ingest_bodies(
                     )
         # Rows first: the orchestrator may answer the instant an event is in the stream,
         # and its send needs the customer-service window this opens.
-        store_events(session, events)
+        store(session, events)
         failures, failed_arrivals = [], []
         for event, received_at in zip(events, arrivals, strict=True):
             if _is_failed(event):
@@ -179,7 +177,7 @@ def ingest_bodies(
                 failed_arrivals.append(received_at)
     arrivals += failed_arrivals
 
-    appended = append_events(client, events + failures, remember_sends=True)
+    appended = append_inbound(client, events + failures)
     now = time.time()
     for event, added, received_at in zip(events + failures, appended, arrivals, strict=True):
         outcome.appended += added
@@ -199,36 +197,22 @@ def _add(total: IngestOutcome, part: IngestOutcome) -> None:
     total.deliveries += part.deliveries
 
 
-def append_events(
-    client: redis.Redis, events: list[InboundEvent], *, remember_sends: bool = False
-) -> list[bool]:
-    """Append each event once, in order, in one round trip; return which were new."""
-    if not events:
-        return []
-    stream = _stream(client)
-    pipe = client.pipeline(transaction=False)
-    marks = (
-        remember_accepted_sends(pipe, events) + remember_windows(pipe, events)
-        if remember_sends
-        else 0
-    )
-    for event in events:
-        stream.append_once(
-            tenant_id=event.tenant_id,
-            event=event.event,
-            dedupe_key=event.dedupe_key,
-            payload=json.dumps(event.envelope, ensure_ascii=False, separators=(",", ":")),
-            client=pipe,
-        )
-    return [to_result(raw).appended for raw in pipe.execute()[marks:]]
+def store(session: Session, events: Sequence[InboundEvent]) -> None:
+    """Write inbound events' rows and the windows their messages open, in one transaction."""
+    store_events(session, events)
+    open_windows(session, [e for e in events if e.event == "message"])
 
 
-@lru_cache(maxsize=8)
-def _stream(client: redis.Redis) -> IngestStream:
-    return IngestStream(client)
+def append_inbound(client: redis.Redis, events: list[InboundEvent]) -> list[bool]:
+    """Append inbound events once, with the sent marks and windows they bring, queued first."""
+    return append_events(client, events, before=_remember)
 
 
-def remember_accepted_sends(pipe, events: list[InboundEvent]) -> int:
+def _remember(pipe, events: list[InboundEvent]) -> int:
+    return remember_accepted_sends(pipe, events) + remember_windows(pipe, events)
+
+
+def remember_accepted_sends(pipe, events: Sequence[InboundEvent]) -> int:
     """Mark our messages that Meta reports on as sent, keyed as the sender keys them.
 
     A sender killed after Meta accepted a message but before it recorded the wamid leaves
@@ -241,21 +225,6 @@ def remember_accepted_sends(pipe, events: list[InboundEvent]) -> int:
         if key:
             pipe.set(sent_key(event.tenant_id, str(key)), event.id, nx=True, ex=SENT_TTL_S)
             queued += 1
-    return queued
-
-
-def remember_windows(pipe, events: list[InboundEvent]) -> int:
-    """Copy the windows these messages open to Redis, where the sender looks first.
-
-    Queued before the events' appends: the orchestrator may answer the instant an event is in
-    the stream, and its answer must find the window open.
-    """
-    queued = 0
-    for event in events:
-        if event.event != "message":
-            continue
-        for key in user_keys(event.envelope):
-            queued += remember_open(pipe, event.tenant_id, key, event.timestamp)
     return queued
 
 

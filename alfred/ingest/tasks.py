@@ -7,8 +7,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
-from alfred.ingest.receive import READY_KEY
+from alfred.ingest.receive import INGEST_JOURNAL, READY_KEY, ingest_journal
 from alfred.ingest.service import process_delivery
+from alfred.journals.journal import register
 
 
 @shared_task(
@@ -40,3 +41,6 @@ def redrive_ingest(delivery_id: str) -> None:
     """Put a stalled delivery back on the ready list and publish a task for it (the sweeper)."""
     runtime.redis_client().rpush(READY_KEY, delivery_id)
     publish_ingest(delivery_id)
+
+
+register(INGEST_JOURNAL, ingest_journal, redrive_ingest)

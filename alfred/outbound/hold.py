@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import redis
 
-from alfred.outbound.audit import READY_KEY as AUDIT_READY_KEY
-from alfred.outbound.audit import REDRIVE_AFTER_S as AUDIT_REDRIVE_AFTER_S
-from alfred.outbound.audit import audit_journal
-from alfred.outbound.journal import outbound_journal
+from alfred.journals.journal import REDRIVE_AFTER_S
+from alfred.outbound.audit_batch import READY_KEY as AUDIT_READY_KEY
+from alfred.outbound.audit_batch import audit_journal
+from alfred.outbound.pending import outbound_journal
 from alfred.outbound.ratelimit import GCRA_LUA
 from alfred.streams import SENT_TTL_S
 
@@ -75,7 +75,7 @@ return {'go', ARGV[7]}
 """
 )
 # Meta accepted a call: in one step, mark the key sent (first, so nothing can split the
-# two), journal the call's audit record for the batch writer (alfred/outbound/audit.py) and,
+# two), journal the call's audit record for the batch writer (alfred/outbound/audit_batch.py) and,
 # for the last part, release the lock, drop the marker and forget the journaled message.
 # KEYS: sent key, audit records, audit due, audit ready list, lock, marker, outbound records,
 # outbound due. ARGV: wamid, sent TTL (s), call id, audit record, audit due time, lock token,
@@ -187,7 +187,7 @@ class Holds:
                 SENT_TTL_S,
                 call_id,
                 record,
-                time.time() + AUDIT_REDRIVE_AFTER_S,
+                time.time() + REDRIVE_AFTER_S,
                 hold.token,
                 entry,
             ],

@@ -1,53 +1,48 @@
-"""Send one outbound message: validate, check the window, pace, call Meta once, record it all."""
+"""Send one outbound message in four named steps: validate, take, call, record.
+
+validate refuses what Meta would refuse; take is one Redis script (the lock, the window's copy,
+the pacing slot, the "calling Meta" marker); call sends part by part; record writes whatever
+came of it. docs/outbound.md follows a send through them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
 
 import redis
 
 from alfred import metrics
 from alfred.config import Settings, Tenant
 from alfred.db import session_scope
-from alfred.outbound import records
+from alfred.messages import audit, store
+from alfred.outbound import final
 from alfred.outbound.hold import IN_DOUBT_GRACE_S, Hold, Holds
-from alfred.outbound.journal import entry_id, outbound_journal
+from alfred.outbound.pending import entry_id, outbound_journal
+from alfred.outbound.plan import Plan, SendOutcome
 from alfred.outbound.ratelimit import SendLimiter, refused
-from alfred.outbound.split import split_text
+from alfred.outbound.retry import retry_in, within_inline_wait
+from alfred.outbound.split import parts_of, validate_long
 from alfred.outbound.tier import TierMeter
-from alfred.outbound.window import needs_window, open_in_record, recipient_keys, window_key
-from alfred.streams import SENT_TTL_S, final_key, sent_key
+from alfred.streams import final_key, sent_key
 from alfred.tokens.store import current_token, forget
 from alfred.whatsapp.errors import GraphError
 from alfred.whatsapp.graph import GraphClient
-from alfred.whatsapp.messages import InvalidMessage, validate_message
+from alfred.whatsapp.messages import InvalidMessage
+from alfred.windows import needs_window, open_in_record, recipient_keys, window_key
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_ATTEMPTS = 8
-BACKOFF_CAP_S = 300.0
-TEXT_LIMIT = 4096
-# Waits shorter than this are slept inside the task instead of a round trip through the broker.
-INLINE_WAIT_S = 0.5
-
-
-@dataclass
-class SendOutcome:
-    """What became of one send_message run."""
-
-    status: str  # sent | duplicate | retry | failed | dead_lettered | invalid
-    retry_in: float = 0.0
-    reason: str | None = None
-    wamids: list[str] = field(default_factory=list)
-    attempts_made: int | None = None  # set when a call failed: the retry carries the count
+# Meta's own error for it, which we answer without a call.
+OUTSIDE_WINDOW = {
+    "code": 131047,
+    "title": "Re-engagement message",
+    "message": "More than 24 hours since the user last wrote: send a template.",
+}
 
 
 def stamp(message: dict) -> dict:
@@ -58,28 +53,6 @@ def stamp(message: dict) -> dict:
     stamped.setdefault("idempotency_key", uuid.uuid4().hex)
     stamped.setdefault("enqueued_at", time.time())
     return stamped
-
-
-def backoff(attempt: int, floor: float | None = None) -> float:
-    """Return Meta's 4^X back-off with jitter, capped, never below the error's own floor."""
-    ceiling = min(BACKOFF_CAP_S, 4.0 ** max(0, attempt - 1))
-    delay = random.uniform(ceiling / 2, ceiling)
-    return max(delay, floor or 0.0)
-
-
-def within_inline_wait(attempt: Callable[[], tuple[float, T]]) -> tuple[float, T]:
-    """Call `attempt` until it needs no wait, sleeping its short waits; return the last answer.
-
-    `attempt` returns (0, result) once it got what it asked for, else (how long to wait,
-    result). Waits that end within INLINE_WAIT_S are slept here; a longer one is returned,
-    for a Celery retry.
-    """
-    deadline = time.monotonic() + INLINE_WAIT_S
-    while True:  # bounded by the deadline
-        wait, result = attempt()
-        if not wait or time.monotonic() + wait > deadline:
-            return wait, result
-        time.sleep(wait)
 
 
 class Sender:
@@ -105,11 +78,33 @@ class Sender:
         self.journal = outbound_journal(client)
         self.holds = Holds(client)
         # Called when an accepted call is the first waiting to be written: it publishes the
-        # task that writes the batch (alfred/outbound/audit.py).
+        # task that writes the batch (alfred/outbound/audit_batch.py).
         self.publish_audit = publish_audit
 
     def send(self, message: object) -> SendOutcome:
         """Send a message once, or say when to try again, or record why it never will be."""
+        plan = self.validate(message)
+        if isinstance(plan, SendOutcome):
+            return plan
+        wait, answer = within_inline_wait(lambda: self.take(plan))
+        if wait:
+            return SendOutcome("retry", retry_in=wait, reason="paced")
+        now, state, detail = answer
+        if state == b"final":
+            return self._replay_final(plan.tenant, plan.message, json.loads(detail))
+        if state == b"duplicate":
+            return self._duplicate(plan.tenant, plan.message, detail.decode())
+        if state == b"busy":
+            return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
+        outcome: SendOutcome | None = None
+        try:
+            outcome = self._go(plan, state, detail, now)
+            return outcome
+        finally:
+            self._let_go(plan, outcome)
+
+    def validate(self, message: object) -> Plan | SendOutcome:
+        """Step 1: refuse (and record) what Meta would refuse; else plan the send."""
         if not isinstance(message, dict):
             return self._refuse({"raw": message}, "invalid_message", {"_schema": ["not an object"]})
         tenant = self.settings.tenants.get(str(message.get("tenant_id")))
@@ -120,132 +115,92 @@ class Sender:
                 {"tenant_id": [f"unknown tenant {message.get('tenant_id')!r}"]},
             )
         try:
-            body = self._validate(message)
+            body = validate_long(message)
         except InvalidMessage as exc:
             return self._refuse(message, exc.reason, exc.errors)
         key = str(message["idempotency_key"])
-        parts = self._parts(body, key)
         tid = tenant.tenant_id
         names = recipient_keys(message)
-        recipient = (names or ["?"])[0]  # the pacing key: phone number first, else BSUID
-        windows = [window_key(tid, name) for name in names] if needs_window(message) else []
-        hold = Hold(
-            lock=f"alfred:sending:{tid}:{key}",
-            marker=f"alfred:calling:{tid}:{key}",
-            token=uuid.uuid4().hex,
-        )
-        slot = self.limiter.slot(
-            phone_number_id=tenant.phone_number_id,
-            mps=tenant.mps,
-            recipient_key=recipient,
+        recipient = (names or ["?"])[0]
+        return Plan(
+            tenant=tenant,
+            message=message,
+            parts=parts_of(body, key),
+            names=names,
+            recipient=recipient,
+            windows=[window_key(tid, n) for n in names] if needs_window(message) else [],
+            slot=self.limiter.slot(
+                phone_number_id=tenant.phone_number_id, mps=tenant.mps, recipient_key=recipient
+            ),
+            hold=Hold(
+                lock=f"alfred:sending:{tid}:{key}",
+                marker=f"alfred:calling:{tid}:{key}",
+                token=uuid.uuid4().hex,
+            ),
         )
 
-        def take() -> tuple[float, list]:
-            now = time.time()
-            state, *detail = self.holds.take(
-                hold,
-                final_key=final_key(tid, key),
-                sent_keys=[sent_key(tid, k) for k, _ in parts],
-                window_keys=windows,
-                slot=slot,
-                take_slot=len(parts) == 1,
-                now=now,
+    def take(self, plan: Plan) -> tuple[float, list]:
+        """Step 2: one script: decided or sent already? Else the lock, window, slot, marker.
+
+        Return how long to wait (0 when taken) and [now, state, *detail].
+        """
+        tid, key = plan.tenant.tenant_id, str(plan.message["idempotency_key"])
+        now = time.time()
+        state, *detail = self.holds.take(
+            plan.hold,
+            final_key=final_key(tid, key),
+            sent_keys=[sent_key(tid, k) for k, _ in plan.parts],
+            window_keys=plan.windows,
+            slot=plan.slot,
+            take_slot=len(plan.parts) == 1,
+            now=now,
+        )
+        wait = refused(tid, *detail).retry_after_s if state == b"paced" else 0.0
+        return wait, [now, state, *detail]
+
+    def _go(self, plan: Plan, state: bytes, detail, now: float) -> SendOutcome:
+        """With the lock taken: wait out a doubt, find the window in the record, or call."""
+        if state == b"in_doubt":
+            # An earlier attempt died calling Meta: it may have been accepted. Its status
+            # webhook, if any, marks the key sent within the grace; look again soon.
+            doubt = min(max(float(detail) + IN_DOUBT_GRACE_S - now, 0.1), 5.0)
+            return SendOutcome("retry", retry_in=doubt, reason="in_doubt")
+        tid = plan.tenant.tenant_id
+        if state == b"window_unknown":
+            if not open_in_record(self.settings.database_url, self.client, tid, plan.names, now):
+                return self._finish_failed(
+                    plan.tenant,
+                    plan.message,
+                    reason="outside_customer_service_window",
+                    errors=[OUTSIDE_WINDOW],
+                    status="failed",
+                )
+            self.holds.raise_marker(plan.hold, now)
+        return self.call(plan, slot_taken=state == b"go" and detail == b"1")
+
+    def _let_go(self, plan: Plan, outcome: SendOutcome | None) -> None:
+        """Release the hold the take step took, unless the accepted script already did."""
+        hold = plan.hold
+        # An answer that never came keeps the marker: the retry must wait for the grace.
+        doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else hold.calling
+        if not hold.released:
+            done = outcome is not None and outcome.status == "sent"
+            self.holds.release(
+                hold, doubtful=doubtful, entry=entry_id(plan.message) if done else ""
             )
-            wait = refused(tid, *detail).retry_after_s if state == b"paced" else 0.0
-            return wait, [now, state, *detail]
-
-        wait, answer = within_inline_wait(take)
-        if wait:
-            return SendOutcome("retry", retry_in=wait, reason="paced")
-        now, state, detail = answer
-        if state == b"final":
-            return self._replay_final(tenant, message, json.loads(detail))
-        if state == b"duplicate":
-            return self._duplicate(tenant, message, detail.decode())
-        if state == b"busy":
-            return SendOutcome("retry", retry_in=2.0, reason="in_flight_elsewhere")
-        outcome: SendOutcome | None = None
-        try:
-            if state == b"in_doubt":
-                # An earlier attempt died calling Meta: it may have been accepted. Its status
-                # webhook, if any, marks the key sent within the grace; look again soon.
-                doubt = min(max(float(detail) + IN_DOUBT_GRACE_S - now, 0.1), 5.0)
-                outcome = SendOutcome("retry", retry_in=doubt, reason="in_doubt")
-                return outcome
-            slot_taken = state == b"go" and detail == b"1"
-            if state == b"window_unknown":
-                if open_in_record(self.settings.database_url, self.client, tid, names, now):
-                    self.holds.raise_marker(hold, now)
-                else:
-                    outcome = self._finish_failed(
-                        tenant,
-                        message,
-                        reason="outside_customer_service_window",
-                        errors=[
-                            {
-                                "code": 131047,
-                                "title": "Re-engagement message",
-                                "message": "More than 24 hours since the user last wrote: "
-                                "send a template.",
-                            }
-                        ],
-                        status="failed",
-                    )
-                    return outcome
-            outcome = self._send_parts(tenant, message, parts, hold, recipient, slot_taken)
-            return outcome
-        finally:
-            # An answer that never came keeps the marker: the retry must wait for the grace.
-            doubtful = outcome.reason in ("in_doubt", "no_answer") if outcome else hold.calling
-            if not hold.released:
-                done = outcome is not None and outcome.status == "sent"
-                self.holds.release(hold, doubtful=doubtful, entry=entry_id(message) if done else "")
 
     def _duplicate(self, tenant: Tenant, message: dict, wamid: str) -> SendOutcome:
         """Every part is marked sent: record the acceptance if a crash skipped it, send nothing."""
         with session_scope(self.settings.database_url) as session:
-            records.accepted_before(session, tenant.tenant_id, message, wamid)
+            audit.accepted_before(session, tenant.tenant_id, message, wamid)
         self.journal.done(entry_id(message))
         metrics.SENDS.labels(tenant.tenant_id, "duplicate").inc()
         return SendOutcome("duplicate", wamids=[wamid])
 
-    @staticmethod
-    def _validate(message: dict) -> dict:
-        """Validate, letting a text run past Meta's limit: it is split into parts instead."""
-        text = message.get("text") if message.get("type", "text") == "text" else None
-        full = text.get("body") if isinstance(text, dict) else None
-        if not isinstance(full, str) or len(full) <= TEXT_LIMIT:
-            return validate_message(message)
-        body = validate_message({**message, "text": {**text, "body": full[:TEXT_LIMIT]}})
-        body["text"] = {**body["text"], "body": full}
-        return body
-
-    def _parts(self, body: dict, key: str) -> list[tuple[str, dict]]:
-        text = body.get("text", {}).get("body") if body.get("type") == "text" else None
-        if text is None or len(text) <= TEXT_LIMIT:
-            return [(key, {**body, "biz_opaque_callback_data": key})]
-        chunks = split_text(text, TEXT_LIMIT)
-        return [
-            (
-                f"{key}#{i + 1}/{len(chunks)}",
-                {
-                    **body,
-                    "text": {**body["text"], "body": chunk},
-                    "biz_opaque_callback_data": f"{key}#{i + 1}/{len(chunks)}",
-                },
-            )
-            for i, chunk in enumerate(chunks)
-        ]
-
-    def _send_parts(
-        self,
-        tenant: Tenant,
-        message: dict,
-        parts,
-        hold: Hold,
-        recipient: str,
-        slot_taken: bool,
-    ) -> SendOutcome:
+    def call(self, plan: Plan, *, slot_taken: bool) -> SendOutcome:
+        """Step 3: call Meta for each part not yet sent, recording each answer as it comes."""
+        tenant, message, parts, hold = plan.tenant, plan.message, plan.parts, plan.hold
+        recipient = plan.recipient
         wamids: list[str] = []
         tid = tenant.tenant_id
         previous: str | None = None
@@ -261,7 +216,7 @@ class Sender:
             if (
                 previous
                 and self.chunk_order == "delivered"
-                and not records.delivered(self.settings.database_url, tid, previous)
+                and not store.delivered(self.settings.database_url, tid, previous)
             ):
                 return SendOutcome(
                     "retry", retry_in=2.0, reason="awaiting_delivery_of_previous_part"
@@ -286,7 +241,7 @@ class Sender:
                 elapsed = time.perf_counter() - started
                 return self._after_error(tenant, message, body, exc, attempt, elapsed, call_id)
             elapsed = time.perf_counter() - started
-            audit = records.accepted_call(
+            record = audit.accepted_call(
                 tid, message, body, result, attempt=attempt, elapsed=elapsed, call_id=call_id
             )
             # Record the success before anything else: a crash between Meta's answer and this
@@ -296,7 +251,7 @@ class Sender:
                 sent_key=sent_key(tid, part_key),
                 wamid=result.wamid,
                 call_id=call_id,
-                record=json.dumps(audit, ensure_ascii=False, default=str),
+                record=json.dumps(record, ensure_ascii=False, default=str),
                 entry=entry_id(message) if index == len(parts) - 1 else "",
             )
             hold.calling = False
@@ -335,7 +290,7 @@ class Sender:
     ) -> SendOutcome:
         metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, exc.reason).inc()
         with session_scope(self.settings.database_url) as session:
-            records.attempt_failed(
+            audit.attempt_failed(
                 session,
                 tenant.tenant_id,
                 message,
@@ -368,32 +323,17 @@ class Sender:
             return self._finish_failed(
                 tenant, message, reason=exc.reason, errors=[exc.as_record()], status="dead_lettered"
             )
-        if exc.may_have_been_delivered:
-            return SendOutcome(
-                "retry",
-                retry_in=max(backoff(attempt, exc.min_retry_delay_s), 5.0),
-                reason="no_answer",
-                attempts_made=attempt,
-            )
+        reason = "no_answer" if exc.may_have_been_delivered else exc.reason
         return SendOutcome(
-            "retry",
-            retry_in=backoff(attempt, exc.min_retry_delay_s),
-            reason=exc.reason,
-            attempts_made=attempt,
+            "retry", retry_in=retry_in(exc, attempt), reason=reason, attempts_made=attempt
         )
 
     def _finish_failed(
         self, tenant: Tenant, message: dict, *, reason: str, errors: list[dict], status: str
     ) -> SendOutcome:
-        # The decision goes to Redis first, where the next run of this message looks: a crash
-        # before the rest is done leaves a re-drive that completes it, and never sends.
         decision = {"status": status, "reason": reason, "errors": errors}
-        self.client.set(
-            final_key(tenant.tenant_id, str(message["idempotency_key"])),
-            json.dumps(decision, default=str),
-            ex=SENT_TTL_S,
-        )
-        outcome = self._record_final(tenant, message, decision)
+        final.decide(self.client, tenant.tenant_id, str(message["idempotency_key"]), decision)
+        outcome = self.record(tenant, message, decision)
         metrics.SENDS.labels(tenant.tenant_id, status).inc()
         log.warning(
             "send.failed",
@@ -411,50 +351,48 @@ class Sender:
 
         Only `python -m alfred dlq replay` reopens a decided message.
         """
-        outcome = self._record_final(tenant, message, decision)
+        outcome = self.record(tenant, message, decision)
         return SendOutcome(outcome.status, reason="already_final")
 
-    def _record_final(self, tenant: Tenant, message: dict, decision: dict) -> SendOutcome:
-        """Write the decision to the row, tell the orchestrator once, forget the journal entry."""
+    def record(self, tenant: Tenant, message: dict, decision: dict) -> SendOutcome:
+        """Step 4: write the decision to the row, tell the orchestrator once, forget the entry."""
         status, reason, errors = decision["status"], decision["reason"], decision["errors"]
-        with session_scope(self.settings.database_url) as session:
-            records.mark_failed(
-                session, tenant.tenant_id, message, reason=reason, errors=errors, status=status
-            )
-        records.emit_send_failed(
+        final.record_final(
+            self.settings.database_url,
             self.client,
             tenant.tenant_id,
             tenant.phone_number_id,
             message,
-            errors=errors,
+            status=status,
             reason=reason,
+            errors=errors,
         )
         self.journal.done(entry_id(message))
         return SendOutcome(status, reason=reason)
 
+    def reject_unreadable(self, entry: str, fields: dict, reason: str) -> None:
+        """Record an «alfred-outbox» entry that is not a message at all; tell the orchestrator."""
+        self._refuse(final.unreadable_entry(entry, fields), "unreadable_outbox_entry",
+                     {"payload": [reason]})  # fmt: skip
+
     def _refuse(self, message: dict, reason: str, errors: dict) -> SendOutcome:
         """Record an invalid message with its reason; no HTTP call is made."""
         tenant_id = str(message.get("tenant_id") or "")
-        message = (
-            message
-            if message.get("idempotency_key")
-            else {**message, "idempotency_key": uuid.uuid4().hex}
-        )
+        if not message.get("idempotency_key"):
+            message = {**message, "idempotency_key": uuid.uuid4().hex}
         detail = [
             {"code": None, "reason": reason, "message": json.dumps(errors, default=str)[:2000]}
         ]
-        with session_scope(self.settings.database_url) as session:
-            records.mark_failed(
-                session, tenant_id, message, reason=reason, errors=detail, status="invalid"
-            )
         tenant = self.settings.tenants.get(tenant_id)
-        records.emit_send_failed(
+        final.record_final(
+            self.settings.database_url,
             self.client,
             tenant_id,
             tenant.phone_number_id if tenant else None,
             message,
-            errors=detail,
+            status="invalid",
             reason=reason,
+            errors=detail,
         )
         self.journal.done(entry_id(message))
         metrics.SENDS.labels(tenant_id or "unknown", "invalid").inc()
@@ -462,22 +400,3 @@ class Sender:
             "send.invalid", extra={"tenant_id": tenant_id, "reason": reason, "errors": errors}
         )
         return SendOutcome("invalid", reason=reason)
-
-
-def reject_unreadable(entry: str, fields: dict, reason: str) -> None:
-    """Record an «alfred-outbox» entry that is not a message at all, and tell the orchestrator."""
-    from alfred.outbound.tasks import sender
-
-    raw = {
-        k.decode() if isinstance(k, bytes) else k: v.decode("utf-8", "replace")
-        if isinstance(v, bytes)
-        else v
-        for k, v in fields.items()
-    }
-    message = {
-        "tenant_id": raw.get("tenant_id", ""),
-        "idempotency_key": f"outbox:{entry}",
-        "outbox_entry": entry,
-        "raw": raw,
-    }
-    sender()._refuse(message, "unreadable_outbox_entry", {"payload": [reason]})

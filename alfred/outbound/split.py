@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from alfred.whatsapp.messages import validate_message
+
 TEXT_LIMIT = 4096  # FACTS F6
 
 # Coarsest boundary first: blank lines, then sentence ends and line breaks, then any whitespace.
@@ -72,3 +74,33 @@ def _hard_split(word: str, limit: int) -> list[str]:
 
 def _joins_previous(char: str) -> bool:
     return unicodedata.combining(char) > 0 or char in "\u200d\ufe0f\ufe0e"
+
+
+def validate_long(message: dict) -> dict:
+    """Validate, letting a text run past Meta's limit: it is split into parts instead."""
+    text = message.get("text") if message.get("type", "text") == "text" else None
+    full = text.get("body") if isinstance(text, dict) else None
+    if not isinstance(full, str) or len(full) <= TEXT_LIMIT:
+        return validate_message(message)
+    body = validate_message({**message, "text": {**text, "body": full[:TEXT_LIMIT]}})
+    body["text"] = {**body["text"], "body": full}
+    return body
+
+
+def parts_of(body: dict, key: str) -> list[tuple[str, dict]]:
+    """Return each part's key and body; a long text's parts are keyed "key#i/n"."""
+    text = body.get("text", {}).get("body") if body.get("type") == "text" else None
+    if text is None or len(text) <= TEXT_LIMIT:
+        return [(key, {**body, "biz_opaque_callback_data": key})]
+    chunks = split_text(text, TEXT_LIMIT)
+    return [
+        (
+            f"{key}#{i + 1}/{len(chunks)}",
+            {
+                **body,
+                "text": {**body["text"], "body": chunk},
+                "biz_opaque_callback_data": f"{key}#{i + 1}/{len(chunks)}",
+            },
+        )
+        for i, chunk in enumerate(chunks)
+    ]

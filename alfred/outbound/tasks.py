@@ -1,11 +1,14 @@
-"""Celery tasks of the outbound path: thin wrappers over alfred.outbound.service."""
+"""Celery tasks of the outbound path: thin wrappers over alfred.outbound.service.
+
+The only module of the package that publishes its tasks: the sweeper's re-drives of the
+outbound, audit and read journals are here too, registered with the sweeper below.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
 import logging
-import os
 from functools import lru_cache
 
 from celery import Task, shared_task
@@ -13,13 +16,20 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
-from alfred.journal import journal_for_publish
+from alfred.journals.journal import REDRIVE_AFTER_S, journal_for_publish, register
 from alfred.outbound import receipts
-from alfred.outbound.audit import GATHER_S as AUDIT_GATHER_S
-from alfred.outbound.audit import write_pending
-from alfred.outbound.journal import REDRIVE_AFTER_S, entry_id, outbound_journal
+from alfred.outbound.audit_batch import (
+    AUDIT_JOURNAL,
+    KICK_EVERY_S,
+    KICK_KEY,
+    READY_KEY,
+    audit_journal,
+    write_pending,
+)
+from alfred.outbound.audit_batch import GATHER_S as AUDIT_GATHER_S
+from alfred.outbound.pending import OUTBOUND_JOURNAL, entry_id, outbound_journal
 from alfred.outbound.ratelimit import SendLimiter
-from alfred.outbound.receipts import read_journal
+from alfred.outbound.receipts import READ_JOURNAL, read_journal
 from alfred.outbound.service import Sender, stamp
 from alfred.outbound.tier import TierMeter
 from alfred.tokens.store import current_token
@@ -33,7 +43,7 @@ class JournaledSend(Task):
     """Journal each message with a fixed idempotency key before publishing, retries included.
 
     Celery's Redis transport may lose a task popped by a worker that is killed at once; the
-    journal keeps the message until its outcome is recorded (alfred/journal.py).
+    journal keeps the message until its outcome is recorded (alfred/journals/journal.py).
     """
 
     def apply_async(
@@ -85,8 +95,8 @@ def sender() -> Sender:
         client=client,
         graph=GraphClient(settings.graph_api_url, settings.graph_api_version),
         limiter=SendLimiter(client),
-        tier=TierMeter(client, limit=int(os.environ.get("ALFRED_TIER_LIMIT", "1000"))),
-        chunk_order=os.environ.get("ALFRED_CHUNK_ORDER", "accepted"),
+        tier=TierMeter(client, limit=settings.tier_limit),
+        chunk_order=settings.chunk_order,
         publish_audit=publish_audit,
     )
 
@@ -154,7 +164,7 @@ class JournaledRead(Task):
             receipts.entry_id(receipt["tenant_id"], receipt["message_id"]),
             json.dumps(receipt),
             options,
-            redrive_after_s=receipts.REDRIVE_AFTER_S,
+            redrive_after_s=REDRIVE_AFTER_S,
         )
         return super().apply_async(None, receipt, task_id, producer, **options)
 
@@ -189,3 +199,49 @@ def mark_as_read(tenant_id: str, message_id: str, typing_indicator: bool = False
     return sender().graph.mark_as_read(
         tenant.phone_number_id, current_token(tenant, settings), message_id, typing_indicator
     )
+
+
+def enqueue(message: dict) -> dict:
+    """Stamp, journal and publish a send_message task; return the message as stamped."""
+    message = stamp(message)
+    send_message.apply_async(args=[message])
+    return message
+
+
+def redrive_send(journal_entry: str) -> None:
+    """Publish the send task again for a journaled message (the sweeper's re-drive)."""
+    record = outbound_journal(runtime.redis_client()).get(journal_entry)
+    if record is not None:
+        send_message.apply_async(args=[json.loads(record)])
+
+
+def redrive_read(journal_entry: str) -> None:
+    """Publish the mark-as-read task again for a journaled receipt (the sweeper's re-drive)."""
+    record = read_journal(runtime.redis_client()).get(journal_entry)
+    if record is not None:
+        mark_as_read.apply_async(kwargs=json.loads(record))
+
+
+def redrive_audit(call_id: str) -> None:
+    """Put a stalled record back on the ready list, and see that a task will write it.
+
+    The sweeper calls this once per stalled record: after a long database outage, thousands.
+    One task writes them all, so one is published per KICK_EVERY_S, not one per record.
+    """
+    client = runtime.redis_client()
+    client.rpush(READY_KEY, call_id)
+    if client.set(KICK_KEY, 1, nx=True, ex=KICK_EVERY_S):
+        publish_audit()
+
+
+register(OUTBOUND_JOURNAL, outbound_journal, redrive_send, task="alfred.send_message")
+register(AUDIT_JOURNAL, audit_journal, redrive_audit)
+register(READ_JOURNAL, read_journal, redrive_read, task="alfred.mark_as_read")
+
+
+def send_here(message: dict):
+    """Send one stamped message in this process, once (the CLI's --now), and write its trail."""
+    outcome = sender().send(message)
+    # No worker may be running to write the audit batch: write it from here.
+    write_pending(settings=runtime.settings(), client=runtime.redis_client())
+    return outcome

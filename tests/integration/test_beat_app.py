@@ -21,7 +21,7 @@ HEAVY = (
     "alfred.tasks",
     "alfred.ingest",
     "alfred.outbound",
-    "alfred.maintenance",
+    "alfred.journals",
     "alfred.models",
     "alfred.db",
     "sqlalchemy",

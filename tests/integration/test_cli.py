@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from alfred.config import REPO_ROOT
 from alfred.db import session_scope
 from alfred.ingest.service import ingest_body
+from alfred.messages import audit
 from alfred.models import Message, QuarantinedEvent, TenantToken
-from alfred.outbound import records
 from alfred.streams import INGEST_STREAM
 from tests.helpers import body_of, fixture
 
@@ -135,7 +135,7 @@ def _dead_letter(settings, key: str) -> None:
         "enqueued_at": time.time(),
     }
     with session_scope(settings.database_url) as session:
-        records.mark_failed(
+        audit.mark_failed(
             session,
             "home",
             message,

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from alfred.config import REPO_ROOT
-from alfred.outbound.bridge import OutboxBridge, message_from_entry
+from alfred.outbox.bridge import OutboxBridge, message_from_entry
 from tests.conftest import SHARED_REDIS_URL as REDIS_URL
 
 pytestmark = pytest.mark.integration
@@ -183,7 +183,7 @@ def test_a_restarted_consumer_reads_its_own_pending_entries_first(client, outbox
 VICTIM = """
 import json, sys, threading, time
 import redis
-from alfred.outbound.bridge import OutboxBridge
+from alfred.outbox.bridge import OutboxBridge
 
 url, stream, group, delivered = sys.argv[1:5]
 client = redis.Redis.from_url(url)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from alfred.db import session_scope
 from alfred.ingest.service import ingest_body
 from alfred.models import Message, SendAttempt
-from alfred.outbound.audit import READY_KEY, audit_journal, write_pending
+from alfred.outbound.audit_batch import READY_KEY, audit_journal, write_pending
 from tests.helpers import body_of, fixture
 from tests.integration.test_ingest_pipeline import wait_for
 from tests.integration.test_send_pipeline import open_window, sender, stamped, text
@@ -91,7 +91,7 @@ def test_statuses_that_arrive_before_the_batch_still_move_the_row(
 def test_a_lost_batch_task_is_re_driven_by_the_sweeper(
     simulator, celery_worker, settings, env, redis_client
 ):
-    from alfred.maintenance.tasks import sweep_all
+    from alfred.journals.sweeper import sweep_all
     from alfred.outbound.tasks import sender as build
 
     open_window(env["DATABASE_URL"], "home", "447700900123")
@@ -124,7 +124,7 @@ def test_the_worker_writes_the_batch_without_being_asked(
 
 def test_a_backlog_of_stalled_records_is_re_driven_by_one_task(env, settings, redis_client):
     from alfred.celery_app import celery
-    from alfred.maintenance.tasks import sweep_all
+    from alfred.journals.sweeper import sweep_all
 
     celery.conf.broker_url = env["REDIS_URL"]
     journal = audit_journal(redis_client)

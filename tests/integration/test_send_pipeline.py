@@ -13,7 +13,7 @@ from sqlalchemy import select
 from alfred.db import session_scope
 from alfred.models import CustomerWindow, Message, SendAttempt
 from alfred.outbound import service
-from alfred.outbound.journal import outbound_journal
+from alfred.outbound.pending import outbound_journal
 from alfred.simulator.faults import FaultConfig
 from alfred.streams import INGEST_STREAM
 from tests.helpers import body_of, fixture, task_arguments
@@ -60,7 +60,7 @@ def retry_of(message: dict, outcome: service.SendOutcome) -> dict:
 def flush_audit() -> int:
     """Write the accepted calls waiting in Redis, as the record_sends task does."""
     from alfred import runtime
-    from alfred.outbound.audit import write_pending
+    from alfred.outbound.audit_batch import write_pending
 
     return write_pending(settings=runtime.settings(), client=runtime.redis_client())
 
@@ -124,7 +124,7 @@ def test_a_key_sent_once_is_never_sent_again(sender, simulator, env, redis_clien
 def test_duplicate_tasks_and_redrives_through_the_worker_send_once(
     simulator, celery_worker, env, redis_client
 ):
-    from alfred.maintenance.tasks import sweep_all
+    from alfred.journals.sweeper import sweep_all
     from alfred.tasks import send_message
 
     open_window(env["DATABASE_URL"], "home", "447700900123")
@@ -149,7 +149,7 @@ def test_an_inbound_message_opens_the_window_in_redis_until_it_closes(
     sender, simulator, settings, env, redis_client
 ):
     from alfred.ingest.service import ingest_body
-    from alfred.outbound.window import WINDOW_S, window_key
+    from alfred.windows import WINDOW_S, window_key
 
     wrote_at = int(time.time()) - 3600
     ingest_body(
@@ -170,7 +170,7 @@ def test_an_inbound_message_opens_the_window_in_redis_until_it_closes(
 
 
 def test_an_older_message_arriving_late_never_shortens_the_window(redis_client):
-    from alfred.outbound.window import WINDOW_S, remember_open, window_key
+    from alfred.windows import WINDOW_S, remember_open, window_key
 
     now = int(time.time())
     for wrote_at in (now - 60, now - 7200):  # the newer first, then a late older one
@@ -183,7 +183,7 @@ def test_an_older_message_arriving_late_never_shortens_the_window(redis_client):
 def test_a_window_found_only_in_the_database_is_copied_to_redis(
     sender, simulator, env, redis_client
 ):
-    from alfred.outbound.window import window_key
+    from alfred.windows import window_key
 
     open_window(env["DATABASE_URL"], "home", "447700900123", age=timedelta(hours=23))
     assert not redis_client.exists(window_key("home", "447700900123"))
@@ -387,7 +387,7 @@ def test_an_expired_token_is_reread_and_tried_once_more_then_fails(sender, simul
 def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
     sender, simulator, env, redis_client
 ):
-    from alfred.outbound import records
+    from alfred.messages import store
     from alfred.outbound.ratelimit import SendLimiter
 
     # Eight tries to one user inside a second would be paced; this test is about retries.
@@ -405,8 +405,8 @@ def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
     (event,) = stream_entries(redis_client)
     assert (event["event"], event["envelope"]["id"]) == ("send_failed", "doomed")
     with session_scope(env["DATABASE_URL"]) as session:
-        (dead,) = records.dead_letters(session)
-        replayed = records.reopen(session, dead, redis_client)
+        (dead,) = store.dead_letters(session)
+        replayed = store.reopen(session, dead, redis_client)
     assert "attempts_made" not in replayed  # fresh attempts
     simulator.state.set_faults(FaultConfig())
     assert sender.send(replayed).status == "sent"
@@ -537,7 +537,7 @@ def take_queued_task(redis_client, queue: str = "outbound") -> tuple[list, dict]
 
 
 def test_a_read_receipt_lost_with_its_worker_is_redriven(simulator, env, redis_client):
-    from alfred.maintenance.tasks import ON_START_MIN_AGE_S, sweep_all
+    from alfred.journals.sweeper import ON_START_MIN_AGE_S, sweep_all
     from alfred.outbound.receipts import read_journal
     from alfred.tasks import mark_as_read
 

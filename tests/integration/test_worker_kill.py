@@ -21,8 +21,8 @@ from alfred.db import session_scope
 from alfred.ingest.receive import ingest_journal
 from alfred.models import Message, SendAttempt
 from alfred.models.messages import OUTBOUND
-from alfred.outbound.audit import audit_journal
-from alfred.outbound.journal import outbound_journal
+from alfred.outbound.audit_batch import audit_journal
+from alfred.outbound.pending import outbound_journal
 from tests.conftest import APP_SECRET, _simulator_config
 from tests.helpers import body_of, fixture, signed_headers
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for

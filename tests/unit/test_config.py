@@ -127,3 +127,26 @@ def test_the_broker_is_kombus_redis_transport_at_the_url_given():
 def test_a_rediss_url_gets_tls_with_the_certificate_verified():
     secure = broker_settings("rediss://redis.internal:6380/0")
     assert secure["ssl"] == "{'ssl_cert_reqs': <VerifyMode.CERT_REQUIRED: 2>}"
+
+
+def test_job_and_sender_settings_are_read_with_their_defaults():
+    s = settings()
+    assert (s.meta_app_id, s.tier_limit, s.chunk_order) == (None, 1000, "accepted")
+    assert (s.pii_hot_days, s.pii_cold_days) == (30, 90)
+    s = settings(META_APP_ID="1234", ALFRED_TIER_LIMIT="250", ALFRED_CHUNK_ORDER="delivered",
+                 PII_HOT_DAYS="7", PII_COLD_DAYS="0")  # fmt: skip
+    assert (s.meta_app_id, s.tier_limit, s.chunk_order) == ("1234", 250, "delivered")
+    assert (s.pii_hot_days, s.pii_cold_days) == (7, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("PII_HOT_DAYS", "0", "PII_HOT_DAYS must be at least 1"),
+        ("PII_COLD_DAYS", "-1", "PII_COLD_DAYS must be at least 0"),
+        ("ALFRED_TIER_LIMIT", "many", "ALFRED_TIER_LIMIT must be a whole number"),
+    ],
+)
+def test_a_bad_number_is_refused_with_its_name(name, value, says):
+    with pytest.raises(ConfigError, match=says):
+        settings(**{name: value})

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from alfred.ingest.envelope import SCHEMA, send_failed_envelope, stable_id
-from alfred.whatsapp.inbound import InboundEvent, RejectedEvent, normalise_delivery
+from alfred.envelope import SCHEMA, send_failed_envelope, stable_id
+from alfred.ingest.normalise import RejectedEvent, normalise_delivery
+from alfred.streams import InboundEvent
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "webhooks"
 PHONES = {"110000000000001": "home", "110000000000002": "biz"}

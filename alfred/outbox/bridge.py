@@ -20,7 +20,9 @@ from collections.abc import Callable
 
 import redis
 
-from alfred import metrics
+from alfred import metrics, runtime
+from alfred.logs import configure_logging
+from alfred.outbound.tasks import send_message, sender
 from alfred.streams import OUTBOUND_GROUP, OUTBOX_STREAM
 
 log = logging.getLogger(__name__)
@@ -262,10 +264,7 @@ class OutboxBridge:
 
 def run_bridge(stop: threading.Event | None = None) -> None:
     """Run the real bridge until SIGTERM, SIGINT or `stop`, sending through Celery."""
-    from alfred import runtime
-    from alfred.outbound.service import reject_unreadable
-    from alfred.outbound.tasks import send_message
-
+    configure_logging()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -273,7 +272,7 @@ def run_bridge(stop: threading.Event | None = None) -> None:
     bridge = OutboxBridge(
         runtime.redis_client(),
         enqueue=lambda m: send_message.apply_async(args=[m]),
-        reject=reject_unreadable,
+        reject=lambda entry, fields, reason: sender().reject_unreadable(entry, fields, reason),
     )
     log.info("outbox.started", extra={"consumer": bridge.consumer, "stream": bridge.stream})
     bridge.run_forever(stop)

@@ -13,8 +13,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
+
+# An entry still journaled this long past its due time lost its task; re-drive it. One value
+# for every journal: each falls due 30 s after it was written (or after its countdown).
+REDRIVE_AFTER_S = 30.0
 
 # The header every journaled task carries: when it was published (Unix seconds). The sweeper
 # reads it off the oldest task still waiting in a queue (waiting_since).
@@ -142,3 +148,37 @@ def waiting_since(client: redis.Redis, queue: str) -> float | None:
     except (ValueError, KeyError, TypeError):
         return None
     return float(published) if isinstance(published, int | float) else None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """How the sweeper finds one journal and re-drives an entry of it."""
+
+    name: str
+    journal: Callable[[redis.Redis], Journal]
+    redrive: Callable[[str], object]
+    # The task whose queue holds one task per entry, if there is such a queue. (An ingest task
+    # takes a batch of deliveries off a list: a task still queued says nothing of the
+    # deliveries an earlier one took.)
+    task: str | None = None
+    lease: float = REDRIVE_AFTER_S
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register(
+    name: str,
+    journal: Callable[[redis.Redis], Journal],
+    redrive: Callable[[str], object],
+    *,
+    task: str | None = None,
+    lease: float = REDRIVE_AFTER_S,
+) -> None:
+    """Let the sweeper re-drive a journal: each package registers its own, from its tasks.py."""
+    _REGISTRY[name] = Registration(name, journal, redrive, task, lease)
+
+
+def registered() -> list[Registration]:
+    """Return the journals registered so far, in the order they registered."""
+    return list(_REGISTRY.values())

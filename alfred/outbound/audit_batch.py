@@ -3,9 +3,9 @@
 The sender records Meta's acceptance in Redis, in the same script that marks the key sent
 (alfred/outbound/service.py): the call's audit record goes into a journal and its id onto a
 ready list. A task takes up to BATCH_SIZE records at a time and writes them in one
-transaction (records.write_accepted), so the database costs a send a share of a batch, not
-a round of statements and a commit. The journal keeps each record until it is written; a
-record whose task was lost is re-driven by the sweeper, as the ingest journal's are, and
+transaction (alfred.messages.audit.write_accepted), so the database costs a send a share of
+a batch, not a round of statements and a commit. The journal keeps each record until it is
+written; a record whose task was lost is re-driven by the sweeper, as the ingest journal's are, and
 writing one twice changes nothing (each call has its own id). See docs/outbound.md.
 """
 
@@ -19,17 +19,15 @@ import redis
 
 from alfred.config import Settings
 from alfred.db import session_scope
-from alfred.ingest.service import INFRASTRUCTURE
-from alfred.journal import Journal
-from alfred.outbound import records
+from alfred.journals.journal import Journal
+from alfred.messages import audit
+from alfred.runtime import INFRASTRUCTURE
 
 log = logging.getLogger(__name__)
 
 AUDIT_JOURNAL = "audit"
 # Ids of accepted calls waiting to be written; a task takes a batch of them at once.
 READY_KEY = "alfred:audit:ready"
-# A record still journaled this long after it was written lost its task; re-drive it.
-REDRIVE_AFTER_S = 30.0
 BATCH_SIZE = 500
 # The task is published this long after the first record of a batch: sends meanwhile join
 # the batch (at 500 sends/s, about 100 a transaction), at the price of rows that appear this
@@ -38,7 +36,7 @@ GATHER_S = 0.2
 # A task writes batches until the list is empty, within bounds, then leaves the rest to the
 # task the next record publishes (or the sweeper).
 MAX_BATCHES = 20
-# At most one re-driven batch task per this many seconds (see redrive_audit).
+# At most one re-driven batch task per this many seconds (see outbound.tasks.redrive_audit).
 KICK_KEY = "alfred:audit:kick"
 KICK_EVERY_S = 5
 
@@ -86,7 +84,7 @@ def write_pending(*, settings: Settings, client: redis.Redis) -> int:
 
 def _write(settings: Settings, raws: list[bytes]) -> None:
     with session_scope(settings.database_url) as session:
-        records.write_accepted(session, [json.loads(raw) for raw in raws])
+        audit.write_accepted(session, [json.loads(raw) for raw in raws])
 
 
 def _one_by_one(settings: Settings, found: list[tuple[str, bytes]]) -> list[str]:
@@ -109,18 +107,3 @@ def _one_by_one(settings: Settings, found: list[tuple[str, bytes]]) -> list[str]
             continue
         done.append(call_id)
     return done
-
-
-def redrive_audit(call_id: str) -> None:
-    """Put a stalled record back on the ready list, and see that a task will write it.
-
-    The sweeper calls this once per stalled record: after a long database outage, thousands.
-    One task writes them all, so one is published per KICK_EVERY_S, not one per record.
-    """
-    from alfred import runtime
-    from alfred.outbound.tasks import publish_audit
-
-    client = runtime.redis_client()
-    client.rpush(READY_KEY, call_id)
-    if client.set(KICK_KEY, 1, nx=True, ex=KICK_EVERY_S):
-        publish_audit()

@@ -1,4 +1,4 @@
-"""The outbound audit trail: one row a message, one row an attempt, and send_failed events."""
+"""The outbound audit trail: one row a message, one row an attempt, each written as an upsert."""
 
 from __future__ import annotations
 
@@ -7,21 +7,17 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import redis
 from sqlalchemy import case, func, literal_column, null, or_, select
 from sqlalchemy.orm import Session
 
-from alfred.db import insert_for, session_scope
-from alfred.ingest.envelope import send_failed_envelope
-from alfred.ingest.service import append_events
-from alfred.ingest.storage import advance_outbound_statuses
+from alfred.db import insert_for
+from alfred.messages.store import advance_outbound_statuses
 from alfred.models import Message, MessageStatus, SendAttempt
 from alfred.models.base import utcnow
 from alfred.models.messages import OUTBOUND
-from alfred.streams import final_key
+from alfred.streams import InboundEvent
 from alfred.whatsapp.errors import GraphError
 from alfred.whatsapp.graph import SendResult
-from alfred.whatsapp.inbound import InboundEvent
 
 _SECRET_KEYS = {"access_token", "token", "authorization", "client_secret", "password", "app_secret"}
 
@@ -303,84 +299,3 @@ def mark_failed(
             error_detail=str(first.get("message") or first.get("title") or "")[:2000],
         ),
     )
-
-
-def emit_send_failed(
-    client: redis.Redis,
-    tenant_id: str,
-    phone_number_id: str | None,
-    message: dict,
-    *,
-    errors: list[dict],
-    reason: str,
-) -> None:
-    """Tell the orchestrator, once per message, that it will not be delivered."""
-    key = str(message.get("idempotency_key"))
-    envelope = send_failed_envelope(
-        redact(message),
-        tenant_id=tenant_id,
-        idempotency_key=key,
-        phone_number_id=phone_number_id,
-        errors=errors,
-        failed_at=time.time(),
-    )
-    envelope["reason"] = reason
-    append_events(
-        client,
-        [
-            InboundEvent(
-                tenant_id=tenant_id,
-                event="send_failed",
-                id=key,
-                dedupe_key=key,
-                timestamp=envelope["timestamp"],
-                envelope=envelope,
-            )
-        ],
-    )
-
-
-def delivered(database_url: str, tenant_id: str, wamid: str) -> bool:
-    """Say whether Meta reported a part delivered (or read), for ordered long replies."""
-    with session_scope(database_url) as session:
-        return (
-            session.scalar(
-                select(MessageStatus.id)
-                .where(
-                    MessageStatus.tenant_id == tenant_id,
-                    MessageStatus.wamid == wamid,
-                    MessageStatus.status.in_(["delivered", "read", "played"]),
-                )
-                .limit(1)
-            )
-            is not None
-        )
-
-
-def dead_letters(
-    session: Session, *, tenant_id: str | None = None, limit: int = 50
-) -> list[Message]:
-    """List dead-lettered messages, newest first."""
-    query = (
-        select(Message)
-        .where(Message.direction == OUTBOUND, Message.status == "dead_lettered")
-        .order_by(Message.id.desc())
-        .limit(limit)
-    )
-    if tenant_id:
-        query = query.where(Message.tenant_id == tenant_id)
-    return list(session.scalars(query))
-
-
-def reopen(session: Session, row: Message, client: redis.Redis) -> dict:
-    """Put a dead letter back in the queue with fresh attempts; return its message.
-
-    The decision kept in Redis goes too, or the sender would find the message decided.
-    """
-    row.status = "queued"
-    row.attempts = 0
-    row.updated_at = utcnow()
-    client.delete(final_key(row.tenant_id, str(row.idempotency_key)))
-    message = dict(row.payload or {})
-    message.pop("attempts_made", None)  # fresh attempts
-    return message

@@ -1,5 +1,8 @@
 """The 24-hour customer-service window: free-form messages only to users who wrote lately.
 
+Written on ingest (open_windows in the batch's transaction, remember_windows in Redis before
+the events reach the stream), read before a send (the take script's keys, open_in_record).
+
 The database (customer_windows) is the record. Redis holds a read-through copy, one key per
 user name that exists exactly while the window is open (it expires when the window closes),
 so the common case, an answer to someone who just wrote, costs the sender no database trip.
@@ -8,20 +11,38 @@ A missing key only means "ask the database": the copy can say "closed" wrongly, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from alfred.db import session_scope
-from alfred.ingest.storage import phone_key
+from alfred.db import dialect_insert, session_scope
 from alfred.models import CustomerWindow
+from alfred.models.base import utcnow
+from alfred.streams import InboundEvent
 
 WINDOW = timedelta(hours=24)
 WINDOW_S = int(WINDOW.total_seconds())
 # Only templates may open a conversation (FACTS F11); everything else needs an open window.
 TYPES_OUTSIDE_WINDOW = frozenset({"template"})
+
+
+def user_keys(envelope: dict) -> list[str]:
+    """Return every name a user goes by: phone number (digits) and BSUID."""
+    keys = []
+    phone = envelope.get("from")
+    if phone:
+        keys.append(phone_key(phone)[:64])
+    if envelope.get("user_id"):
+        keys.append(envelope["user_id"])
+    return keys
+
+
+def phone_key(phone: str) -> str:
+    """Normalise a phone number to its digits, as wa_id carries it."""
+    return "".join(ch for ch in phone if ch.isdigit())
 
 
 def recipient_keys(message: dict) -> list[str]:
@@ -54,6 +75,55 @@ def remember_open(pipe, tenant_id: str, user_key: str, last_inbound: float) -> i
     pipe.set(key, int(last_inbound), exat=closes, nx=True)
     pipe.expireat(key, closes, gt=True)
     return 2
+
+
+def remember_windows(pipe, events: Sequence[InboundEvent]) -> int:
+    """Copy the windows these messages open to Redis, where the sender looks first.
+
+    Queued before the events' appends: the orchestrator may answer the instant an event is in
+    the stream, and its answer must find the window open.
+    """
+    queued = 0
+    for event in events:
+        if event.event != "message":
+            continue
+        for key in user_keys(event.envelope):
+            queued += remember_open(pipe, event.tenant_id, key, event.timestamp)
+    return queued
+
+
+def open_windows(session: Session, events: Iterable[InboundEvent]) -> None:
+    """Record, in the caller's transaction, the windows inbound messages open."""
+    latest: dict[tuple[str, str], int] = {}
+    for e in events:
+        for key in user_keys(e.envelope):
+            slot = (e.tenant_id, key)
+            latest[slot] = max(latest.get(slot, 0), e.timestamp)
+    if not latest:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "user_key": key,
+            "last_inbound_at": datetime.fromtimestamp(ts, UTC),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for (tenant_id, key), ts in sorted(latest.items())
+    ]
+    table = CustomerWindow.__table__
+    statement = dialect_insert(session)(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "user_key"],
+        set_={
+            "last_inbound_at": statement.excluded.last_inbound_at,
+            "updated_at": statement.excluded.updated_at,
+        },
+        # An older message arriving late must not shorten the window.
+        where=table.c.last_inbound_at < statement.excluded.last_inbound_at,
+    )
+    session.execute(statement, rows)
 
 
 def last_inbound(session: Session, tenant_id: str, keys: list[str]) -> datetime | None:

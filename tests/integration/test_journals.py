@@ -8,9 +8,8 @@ import time
 import pytest
 
 from alfred import runtime
-from alfred.journal import Journal, waiting_since
-from alfred.maintenance.sweeper import CLAIM_LIMIT, sweep
-from alfred.maintenance.tasks import ON_START_MIN_AGE_S, sweep_all
+from alfred.journals.journal import Journal, waiting_since
+from alfred.journals.sweeper import CLAIM_LIMIT, ON_START_MIN_AGE_S, sweep, sweep_all
 from tests.helpers import task_arguments
 
 

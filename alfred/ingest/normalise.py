@@ -8,7 +8,8 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from alfred.ingest import envelope as env
+from alfred import envelope as env
+from alfred.streams import InboundEvent
 from alfred.whatsapp.inbound_schemas import (
     MESSAGE,
     METADATA,
@@ -19,18 +20,6 @@ from alfred.whatsapp.inbound_schemas import (
 
 WHATSAPP_OBJECT = "whatsapp_business_account"
 MAX_DETAIL_LENGTH = 500
-
-
-@dataclass(frozen=True)
-class InboundEvent:
-    """One event for the «alfred-ingest» stream, with its envelope."""
-
-    tenant_id: str
-    event: str
-    id: str
-    dedupe_key: str
-    timestamp: int
-    envelope: dict
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,25 @@
-"""Store inbound messages and statuses, advance outbound records, keep the 24-hour window."""
+"""The messages table: one tenant-scoped base query, inbound rows, statuses, dead letters.
+
+Every read and update of `messages` starts from `scoped()` (Superset's DAO `base_filter`):
+it names the tenant, so no query forgets it. Reading across tenants is for operators only,
+and says so: `scoped(EVERY_TENANT)`. The outbound trail's upserts are in messages/audit.py.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, literal_column, or_, select, update
+import redis
+from sqlalchemy import Select, Update, bindparam, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
-from alfred.db import dialect_insert, insert_ignoring_conflicts
-from alfred.models import CustomerWindow, Message, MessageStatus
+from alfred.db import insert_ignoring_conflicts, session_scope
+from alfred.models import Message, MessageStatus
 from alfred.models.base import utcnow
 from alfred.models.messages import INBOUND, OUTBOUND
-from alfred.whatsapp.inbound import InboundEvent
+from alfred.streams import InboundEvent, final_key
 
 # A status only moves forward: a late `delivered` never undoes `read` (Meta does not
 # promise order). `failed` ends a message that was not yet read.
@@ -25,6 +32,30 @@ STATUS_RANK = {
     "read": 5,
     "played": 6,
 }
+
+
+class _EveryTenant:
+    def __repr__(self) -> str:
+        return "EVERY_TENANT"
+
+
+# The operator's view across tenants (listing dead letters, the lifecycle's sweep).
+EVERY_TENANT: Any = _EveryTenant()
+
+
+def scoped(tenant_id: Any, *columns: Any) -> Select:
+    """Start a SELECT on messages limited to one tenant (or, said aloud, EVERY_TENANT)."""
+    query = select(*columns) if columns else select(Message)
+    return query if tenant_id is EVERY_TENANT else query.where(Message.tenant_id == tenant_id)
+
+
+def scoped_update(tenant_id: Any) -> Update:
+    """Start an UPDATE of messages limited to one tenant (a str, or a bindparam of one).
+
+    On the table, not the ORM class: a Core UPDATE, which executemany can run with bindparams.
+    """
+    table = Message.__table__
+    return update(table).where(table.c.tenant_id == tenant_id)  # type: ignore[arg-type]
 
 
 def _at(timestamp: int | None) -> datetime | None:
@@ -40,29 +71,12 @@ def _clip(value: object, size: int) -> str | None:
     return str(value)[:size] if value is not None else None
 
 
-def user_keys(envelope: dict) -> list[str]:
-    """Return every name a user goes by: phone number (digits) and BSUID."""
-    keys = []
-    phone = envelope.get("from")
-    if phone:
-        keys.append(phone_key(phone)[:64])
-    if envelope.get("user_id"):
-        keys.append(envelope["user_id"])
-    return keys
-
-
-def phone_key(phone: str) -> str:
-    """Normalise a phone number to its digits, as wa_id carries it."""
-    return "".join(ch for ch in phone if ch.isdigit())
-
-
 def store_events(session: Session, events: Sequence[InboundEvent]) -> None:
-    """Write a delivery's messages, statuses and windows in the caller's transaction."""
+    """Write a delivery's messages and statuses in the caller's transaction."""
     messages = [e for e in events if e.event == "message"]
     statuses = [e for e in events if e.event == "status"]
     if messages:
         _store_messages(session, messages)
-        _open_windows(session, messages)
     if statuses:
         _store_statuses(session, statuses)
 
@@ -93,39 +107,6 @@ def _store_messages(session: Session, events: Iterable[InboundEvent]) -> None:
         for e in events
     ]
     insert_ignoring_conflicts(session, Message.__table__, rows, ["tenant_id", "wamid"])
-
-
-def _open_windows(session: Session, events: Iterable[InboundEvent]) -> None:
-    latest: dict[tuple[str, str], int] = {}
-    for e in events:
-        for key in user_keys(e.envelope):
-            slot = (e.tenant_id, key)
-            latest[slot] = max(latest.get(slot, 0), e.timestamp)
-    if not latest:
-        return
-    now = utcnow()
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "user_key": key,
-            "last_inbound_at": _at(ts),
-            "created_at": now,
-            "updated_at": now,
-        }
-        for (tenant_id, key), ts in sorted(latest.items())
-    ]
-    table = CustomerWindow.__table__
-    statement = dialect_insert(session)(table)
-    statement = statement.on_conflict_do_update(
-        index_elements=["tenant_id", "user_key"],
-        set_={
-            "last_inbound_at": statement.excluded.last_inbound_at,
-            "updated_at": statement.excluded.updated_at,
-        },
-        # An older message arriving late must not shorten the window.
-        where=table.c.last_inbound_at < statement.excluded.last_inbound_at,
-    )
-    session.execute(statement, rows)
 
 
 def _store_statuses(session: Session, events: Sequence[InboundEvent]) -> None:
@@ -186,9 +167,8 @@ def advance_outbound_statuses(session: Session, events: Sequence[InboundEvent]) 
                 error_detail=bindparam("b_detail"),
             )
         statement = (
-            update(table)
+            scoped_update(bindparam("b_tenant"))
             .where(
-                table.c.tenant_id == bindparam("b_tenant"),
                 table.c.wamid == bindparam("b_wamid"),
                 table.c.direction == OUTBOUND,
                 # Constants, not an expanding IN: executemany cannot expand parameters.
@@ -202,7 +182,71 @@ def advance_outbound_statuses(session: Session, events: Sequence[InboundEvent]) 
 def outbound_for_wamid(session: Session, tenant_id: str, wamid: str) -> Message | None:
     """Find the outbound message a status is about."""
     return session.scalar(
-        select(Message).where(
-            Message.tenant_id == tenant_id, Message.wamid == wamid, Message.direction == OUTBOUND
+        scoped(tenant_id).where(Message.wamid == wamid, Message.direction == OUTBOUND)
+    )
+
+
+def outbound_by_key(session: Session, tenant_id: str, key: str) -> Message | None:
+    """Find an outbound message by its idempotency key."""
+    return session.scalar(scoped(tenant_id).where(Message.idempotency_key == key))
+
+
+def outbound_row(database_url: str, tenant_id: str, key: str) -> Message | None:
+    """Return the outbound row of a message, or None (its own transaction)."""
+    with session_scope(database_url) as session:
+        return outbound_by_key(session, tenant_id, key)
+
+
+def delivered(database_url: str, tenant_id: str, wamid: str) -> bool:
+    """Say whether Meta reported a part delivered (or read), for ordered long replies."""
+    with session_scope(database_url) as session:
+        return (
+            session.scalar(
+                select(MessageStatus.id)
+                .where(
+                    MessageStatus.tenant_id == tenant_id,
+                    MessageStatus.wamid == wamid,
+                    MessageStatus.status.in_(["delivered", "read", "played"]),
+                )
+                .limit(1)
+            )
+            is not None
         )
+
+
+def dead_letters(
+    session: Session, *, tenant_id: str | None = None, limit: int = 50, key: str | None = None
+) -> list[Message]:
+    """List dead-lettered messages, newest first (every tenant's unless one is named)."""
+    query = (
+        scoped(tenant_id or EVERY_TENANT)
+        .where(Message.direction == OUTBOUND, Message.status == "dead_lettered")
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
+    if key is not None:
+        query = query.where(Message.idempotency_key == key)
+    return list(session.scalars(query))
+
+
+def reopen(session: Session, row: Message, client: redis.Redis) -> dict:
+    """Put a dead letter back in the queue with fresh attempts; return its message.
+
+    The decision kept in Redis goes too, or the sender would find the message decided.
+    """
+    row.status = "queued"
+    row.attempts = 0
+    row.updated_at = utcnow()
+    client.delete(final_key(row.tenant_id, str(row.idempotency_key)))
+    message = dict(row.payload or {})
+    message.pop("attempts_made", None)  # fresh attempts
+    return message
+
+
+def dead_letter_again(session: Session, tenant_id: str, row_id: int, attempts: int) -> None:
+    """Put a reopened message back as it was, dead-lettered with its attempts (not queued)."""
+    session.execute(
+        scoped_update(tenant_id)
+        .where(Message.id == row_id)
+        .values(status="dead_lettered", attempts=attempts)
     )

@@ -1,0 +1,1 @@
+"""The data lifecycle: personal data hot, then cold, then anonymised (docs/operations.md)."""

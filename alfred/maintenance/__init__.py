@@ -1,1 +1,0 @@
-"""Periodic upkeep run by celery beat."""

@@ -1,0 +1,1 @@
+"""Persistence of messages: one tenant-scoped base query, the inbound rows, the outbound trail."""

@@ -1,0 +1,1 @@
+"""Operations: the health of the tenants and the services (metrics, alerts, doctor)."""
