@@ -29,9 +29,11 @@ test: $(STAMP) ## run the whole suite against real Redis and PostgreSQL (started
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ $(ARGS)
 
-lint: $(STAMP) ## ruff check and format check
+lint: $(STAMP) ## ruff, the import contracts (no circles, the layers) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 format: $(STAMP) ## ruff format and autofix
 	$(VENV)/bin/ruff format .
