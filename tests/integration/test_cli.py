@@ -41,12 +41,13 @@ def alfred(*args: str, env: dict | None = None, extra: dict | None = None, timeo
 
 @pytest.fixture
 def queue_redis(redis_url):
-    """Give a Redis database of these tests' own for the task queue, so no worker takes from it.
+    """Give the task queue on this run's own Redis database, emptied, where no worker runs now.
 
-    The suite's other tests run Celery workers on the shared test database; a run beside
-    this one (another checkout on the same machine) would consume what we count.
+    Not a fixed index of its own: that index is another run's TEST_REDIS_URL on a shared
+    machine, whose workers would consume what we count (and which our flush would empty).
+    This suite's workers run only inside the tests that start them, so none takes from it here.
     """
-    url = redis_url.rsplit("/", 1)[0] + "/12"
+    url = redis_url
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield {"REDIS_URL": url}, client

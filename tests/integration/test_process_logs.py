@@ -105,13 +105,17 @@ def test_a_workers_log_line_is_json_with_its_extra_fields(env, tmp_path):
 
 def test_beats_log_lines_are_json_and_its_schedule_lives_under_var(env, tmp_path):
     stderr = tmp_path / "beat.err"
+    var = Path(env["ALFRED_VAR_DIR"])
     beat = start(["-m", "alfred.beat_app", "--loglevel", "INFO"], stderr)
     try:
         line = wait_for_line(stderr, lambda r: r.get("logger") == "celery.beat", beat)
+        # Beat logs that it starts, then opens its schedule: wait for the file, within bounds.
+        deadline = time.monotonic() + 30
+        while not list(var.glob("celerybeat-schedule*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         stop(beat)
     assert line["level"] == "info"
-    var = Path(env["ALFRED_VAR_DIR"])
     assert list(var.glob("celerybeat-schedule*")), "beat keeps its schedule under var/"
 
 
