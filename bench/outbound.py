@@ -12,12 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import requests
 
-from bench.payloads import TENANT_IDS, outbound_message, recipient
+from bench.payloads import RECIPIENTS, TENANT_IDS, outbound_message, recipient
 from bench.sampling import Ticker, proc_stats
 from bench.stack import TENANTS, Stack
 from bench.stats import percentile, summary_ms
 
-RECIPIENTS = 2000
 FINAL = ("failed", "dead_lettered", "invalid")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/<pid>/stat
 

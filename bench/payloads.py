@@ -10,6 +10,9 @@ import time
 from bench.stack import APP_SECRET, TENANTS
 
 TENANT_IDS = tuple(TENANTS)
+# Recipients per tenant whose windows the bench opens: 4,000 windows in all, whatever the
+# number of tenants (2,000 each for 2 tenants, 20 each for 200).
+RECIPIENTS = max(20, 4000 // len(TENANT_IDS))
 
 
 def sign(body: bytes, secret: str = APP_SECRET) -> str:
@@ -72,7 +75,7 @@ def signed(body: bytes) -> dict[str, str]:
     return {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body)}
 
 
-def outbound_message(tag: str, i: int, *, users: int = 2000) -> dict:
+def outbound_message(tag: str, i: int, *, users: int = RECIPIENTS) -> dict:
     """Return the i-th send_message argument: both tenants, many recipients, a fixed key."""
     return {
         "tenant_id": TENANT_IDS[i % len(TENANT_IDS)],

@@ -1,14 +1,20 @@
-"""`make bench`: start a private stack, measure inbound, outbound and memory, print and save.
+"""`make bench`: the Procfile's own processes on a private stack, against reference runs.
 
-    python bench/run.py [--quick] [--only inbound|outbound|memory] [--db sqlite|postgresql]
+    python bench/run.py [--quick] [--tenants N] [--db sqlite|postgresql]
+    python bench/run.py --only inbound|outbound|memory|scaling     (explorations, below)
 
-Prints a table and writes bench/results/bench-<timestamp>.json. See docs/benchmarks.md.
+By default it prints issue 14's table (bench/shipped.py): inbound and outbound throughput of
+the shipped web, worker, beat and outbox, each beside its reference run, and their memory
+and p95s under the seed's load. The other sections explore what the Procfile does not ship
+(other pools, drains, profiles, a step-up). Writes bench/results/bench-<timestamp>.json.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -19,7 +25,13 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import inbound, outbound  # noqa: E402
+# --tenants is read before bench.stack builds its tenants from BENCH_TENANTS.
+_early = argparse.ArgumentParser(add_help=False)
+_early.add_argument("--tenants", type=int)
+if (_tenants := _early.parse_known_args()[0].tenants) is not None:
+    os.environ["BENCH_TENANTS"] = str(_tenants)
+
+from bench import inbound, outbound, shipped  # noqa: E402
 from bench.memory import Sampler  # noqa: E402
 from bench.stack import Stack, raise_on_sigterm  # noqa: E402
 from bench.stats import median_of, medians  # noqa: E402
@@ -45,6 +57,12 @@ PLANS = {
         "pools": [("threads", 16), ("prefork", 4)],
         "reference_sends": 2000,
         "memory_s": 20,
+        # issue 14's table (bench/shipped.py)
+        "wrk_connections": 16,
+        "sends": 1500,
+        "load_s": 30,
+        "scaling_rates": [100, 200, 300],
+        "scaling_s": 5,
     },
     "full": {
         "repeats": 3,
@@ -63,6 +81,11 @@ PLANS = {
         "pools": [("threads", 16), ("prefork", 4), ("prefork", 6), ("gevent", 64)],
         "reference_sends": 5000,
         "memory_s": 60,
+        "wrk_connections": 16,
+        "sends": 4000,
+        "load_s": 60,
+        "scaling_rates": [100, 200, 300, 400],
+        "scaling_s": 10,
     },
 }
 INGEST_POOL = ("threads", 8)
@@ -218,8 +241,52 @@ def bench_memory(stack: Stack, plan: dict, out: dict) -> None:
         stack.stop(name)
 
 
+def bench_shipped(stack: Stack, plan: dict, out: dict) -> None:
+    """Issue 14's table: the Procfile's processes and their reference runs (bench/shipped.py)."""
+    wrk, note = inbound.ensure_wrk()
+    if wrk is None:
+        raise RuntimeError(note)
+    out.update(
+        shipped.run(
+            stack,
+            wrk,
+            {
+                "repeats": plan["table_repeats"],
+                "connections": plan["wrk_connections"],
+                "wrk_s": plan["wrk_s"],
+                "sends": plan["sends"],
+                "load_s": plan["load_s"],
+            },
+        )
+    )
+
+
+def bench_scaling(stack: Stack, plan: dict, out: dict) -> None:
+    """Per-send CPU and memory from 100 sends/s to the peak, 1 and 2 workers (bench/scaling.py)."""
+    from bench import scaling
+
+    stack.flush_redis()
+    out["steps"] = scaling.run(stack, plan["scaling_rates"], plan["scaling_s"])
+
+
 def table(report: dict) -> str:
     """Render the headline figures beside their targets."""
+    if "scaling" in report:
+        from bench import scaling
+
+        rest = {k: v for k, v in report.items() if k != "scaling"}
+        text = "per-send cost as load grows (scaling):\n" + scaling.table(
+            report["scaling"]["steps"]
+        )
+        if not any(k in rest for k in ("shipped", "inbound", "outbound", "memory")):
+            return text
+        return table(rest) + "\n\n" + text
+    if "shipped" in report:
+        text = shipped.table(report)
+        rest = {k: v for k, v in report.items() if k != "shipped"}
+        if not any(k in rest for k in ("inbound", "outbound", "memory")):
+            return text
+        return text + "\n\n" + table(rest)
     lines = [f"alfred bench {report['started']}  plan={report['plan']}  db={report['db']}"]
     row = "{:<48} {:>14} {:>22}".format
     lines.append(row("measure", "value", "target"))
@@ -349,7 +416,7 @@ def table(report: dict) -> str:
                 )
             )
         lines.append(
-            row("peak PSS web+worker+beat MB", mem["peak_web_worker_beat_pss_mb"], "<= 256")
+            row(f"peak PSS {'+'.join(mem['budgeted'])} MB", mem["peak_budget_pss_mb"], "<= 256")
         )
     return "\n".join(lines)
 
@@ -369,18 +436,30 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, run the chosen sections on a private stack, print and save the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about three minutes, one repeat")
-    parser.add_argument("--only", choices=["inbound", "outbound", "memory"], action="append")
+    parser.add_argument(
+        "--only", choices=["shipped", "inbound", "outbound", "memory", "scaling"], action="append"
+    )
+    parser.add_argument("--tenants", type=int, default=2, help="bench tenants (2, 20, 200)")
+    parser.add_argument("--repeats", type=int, help="repeats of the table's measures")
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
     args = parser.parse_args(argv)
     plan_name = "quick" if args.quick else "full"
     plan = PLANS[plan_name]
-    sections = args.only or ["inbound", "outbound", "memory"]
+    plan = {**plan, "table_repeats": args.repeats or (3 if args.quick else 5)}
+    sections = args.only or ["shipped"]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = RESULTS / f"logs-{stamp}"
-    report: dict = {"started": stamp, "plan": plan_name, "db": args.db, "sections": sections}
+    report: dict = {
+        "started": stamp,
+        "plan": plan_name,
+        "db": args.db,
+        "sections": sections,
+        "tenants": args.tenants,
+        "repeats": plan["table_repeats"],
+    }
     raise_on_sigterm()
     stack = Stack(
         db=args.db,
@@ -398,9 +477,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {section} ...", flush=True)
             out: dict = {}
             report[section] = out
-            {"inbound": bench_inbound, "outbound": bench_outbound, "memory": bench_memory}[section](
-                stack, plan, out
-            )
+            runner = {
+                "shipped": bench_shipped,
+                "inbound": bench_inbound,
+                "outbound": bench_outbound,
+                "memory": bench_memory,
+                "scaling": bench_scaling,
+            }[section]
+            runner(stack, plan, out)
     except KeyboardInterrupt:
         report["interrupted"] = True
         print("[bench] interrupted: stopping the stack", flush=True)

@@ -47,3 +47,14 @@ def proc_stats() -> Iterator[tuple[int, list[str]]]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             yield int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
+
+
+def machine_busy_s() -> float:
+    """Return the CPU seconds all cores spent busy since boot (/proc/stat, less idle and iowait)."""
+    import os
+
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    # guest time is already inside user; steal is not ours to count
+    busy = sum(fields[:8]) - idle - (fields[7] if len(fields) > 7 else 0)
+    return busy / os.sysconf("SC_CLK_TCK")

@@ -31,21 +31,27 @@ PG_ADMIN_URL = os.environ.get(
 )
 APP_SECRET = "bench-app-secret-äöå"
 VERIFY_TOKEN = "bench-verify-token"
-# Two tenants at Meta's upgraded 1,000 mps, so the bridge's own limiter never caps the bench.
-TENANTS = {
-    "home": {
-        "phone_number_id": "910000000000001",
-        "waba_id": "920000000000001",
-        "token": "bench-token-home",
-        "mps": 1000,
-    },
-    "biz": {
-        "phone_number_id": "910000000000002",
-        "waba_id": "920000000000002",
-        "token": "bench-token-biz",
-        "mps": 1000,
-    },
-}
+
+
+def make_tenants(count: int) -> dict[str, dict]:
+    """Return `count` tenants (home, biz, then t003 …) at Meta's upgraded 1,000 mps each.
+
+    At 1,000 mps the bridge's own limiter never caps the bench. BENCH_TENANTS (default 2)
+    sets the count for the bench, its stack and Locust alike: bench/run.py --tenants N.
+    """
+    names = ["home", "biz", *(f"t{i:03d}" for i in range(3, count + 1))][:count]
+    return {
+        name: {
+            "phone_number_id": f"91{i + 1:013d}",
+            "waba_id": f"92{i + 1:013d}",
+            "token": f"bench-token-{name}",
+            "mps": 1000,
+        }
+        for i, name in enumerate(names)
+    }
+
+
+TENANTS = make_tenants(int(os.environ.get("BENCH_TENANTS", "2")))
 # The bench generates bodies a few seconds before sending them; allow for that, never more.
 MAX_SKEW_S = "60"
 
@@ -80,6 +86,8 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    line: str = ""  # the Procfile line it runs, if any
+    port: int = 0
 
     @property
     def pid(self) -> int:
@@ -163,12 +171,14 @@ class Stack:
         runtime.reset()
 
     # -- processes -----------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO
+    ) -> Proc:
         log = self.logs_dir / f"{name}.log"
         handle = log.open("ab")
         popen = subprocess.Popen(
             argv,
-            cwd=REPO,
+            cwd=cwd,
             env=env or self.env(),
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -291,6 +301,63 @@ class Stack:
             time.sleep(0.1)
         return proc
 
+    def start_procfile(
+        self, name: str, *, label: str | None = None, app: str | None = None, port: int = 0
+    ) -> Proc:
+        """Start the Procfile's own line for `name` (bench/procfile.py) and wait until it serves.
+
+        web (and its no-work twin, `app` swapped) gets PORT, as honcho gives it; flower gets a
+        free port for its fixed one. The working directory is the stack's temp dir, so beat's
+        schedule file lands there; PYTHONPATH finds the repo, as the repo's cwd would.
+        """
+        from bench import procfile
+
+        label = label or name
+        port = port or (self.web_port if name == "web" and app is None else free_port())
+        env = self.env()
+        env["PORT"] = str(port)
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        line = procfile.command(name, port=port if name != "web" else None, app=app)
+        reads = {"worker": "brpop", "outbox": "xreadgroup"}.get(name)
+        readers = self._clients_running(reads) if reads else 0
+        proc = self._spawn(label, procfile.argv(line), env, cwd=self.tmp)
+        proc.line, proc.port = line, port
+        if name == "web":
+            self._wait_healthy(proc, port)
+        elif reads:
+            self._wait_command(proc, reads, 60.0, above=readers)
+        elif name == "flower":
+            wait_port(port, 30.0)
+        return proc
+
+    def _wait_healthy(self, proc: Proc, port: int, timeout: float = 60.0) -> None:
+        """Wait until GET /healthz answers below 500 (the port opens before workers boot)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited: see {proc.log}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{proc.name} not healthy after {timeout} s: see {proc.log}")
+
+    def _clients_running(self, cmd: str) -> int:
+        """Count the private Redis' clients whose last command is `cmd`."""
+        return sum(c.get("cmd") == cmd for c in self.redis().client_list())
+
+    def _wait_command(self, proc: Proc, cmd: str, timeout: float, above: int = 0) -> None:
+        """Wait until more than `above` clients of the private Redis run `cmd` (a blocking
+        read): the new process consumes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited: see {proc.log}")
+            if self._clients_running(cmd) > above:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{proc.name} not reading after {timeout} s: see {proc.log}")
+
     def start_worker(self, pool: str = "threads", concurrency: int = 8) -> Proc:
         """Start a Celery worker on all three queues and wait until it says it is ready."""
         proc = self._spawn(
@@ -397,7 +464,7 @@ class Stack:
 
     def close(self) -> None:
         """Stop every process (web first, Redis last), drop the database, remove temp files."""
-        for name in ("locust", "web", "reference", "beat", "worker", "simulator"):
+        for name in ("locust", "web", "reference", "flower", "outbox", "beat", "worker"):
             self.stop(name)
         for name in list(self.procs):
             if name != "redis":
