@@ -4,6 +4,7 @@ The bench and the load test start web, worker, beat, outbox and flower from thes
 what they measure is what `make run`, Heroku-style hosts and fly.toml (the same commands)
 ship. Three things differ from a deployment, each for the bench's own sake and said here:
 - PATH starts with the repo's .venv/bin, so `python`, `celery` and `gunicorn` are the venv's;
+- beat runs in a temp dir, where its schedule file goes (the others run in the repo);
 - a line that names a fixed port (`--port=5555`) gets a free one instead, so two benches on
   one machine never collide (the option is replaced, nothing else in the line changes);
 - a line may have its WSGI app swapped (`wsgi:app` for the no-work reference), the only way

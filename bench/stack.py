@@ -307,8 +307,9 @@ class Stack:
         """Start the Procfile's own line for `name` (bench/procfile.py) and wait until it serves.
 
         web (and its no-work twin, `app` swapped) gets PORT, as honcho gives it; flower gets a
-        free port for its fixed one. The working directory is the stack's temp dir, so beat's
-        schedule file lands there; PYTHONPATH finds the repo, as the repo's cwd would.
+        free port for its fixed one. Each runs in the repo, as honcho does (a line may name a
+        file there: `-c gunicorn.conf.py`), except beat, run in the stack's temp dir so that
+        its schedule file (celerybeat-schedule, in the working directory) lands there.
         """
         from bench import procfile
 
@@ -320,7 +321,8 @@ class Stack:
         line = procfile.command(name, port=port if name != "web" else None, app=app)
         reads = {"worker": "brpop", "outbox": "xreadgroup"}.get(name)
         readers = self._clients_running(reads) if reads else 0
-        proc = self._spawn(label, procfile.argv(line), env, cwd=self.tmp)
+        cwd = self.tmp if name == "beat" else REPO
+        proc = self._spawn(label, procfile.argv(line), env, cwd=cwd)
         proc.line, proc.port = line, port
         if name == "web":
             self._wait_healthy(proc, port)
