@@ -256,6 +256,7 @@ def bench_shipped(stack: Stack, plan: dict, out: dict) -> None:
                 "wrk_s": plan["wrk_s"],
                 "sends": plan["sends"],
                 "load_s": plan["load_s"],
+                "parts": plan.get("parts"),
             },
         )
     )
@@ -441,13 +442,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tenants", type=int, default=2, help="bench tenants (2, 20, 200)")
     parser.add_argument("--repeats", type=int, help="repeats of the table's measures")
+    parser.add_argument(
+        "--part",
+        choices=["inbound", "outbound", "load"],
+        action="append",
+        help="only these rows of the table (default: all)",
+    )
     parser.add_argument("--db", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
     args = parser.parse_args(argv)
     plan_name = "quick" if args.quick else "full"
     plan = PLANS[plan_name]
-    plan = {**plan, "table_repeats": args.repeats or (3 if args.quick else 5)}
+    plan = {**plan, "table_repeats": args.repeats or (3 if args.quick else 5), "parts": args.part}
     sections = args.only or ["shipped"]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -399,9 +399,13 @@ def run(stack: Stack, wrk: str, plan: dict) -> dict:
     out: dict = {"loadavg_start": loadavg()}
     start(stack)
     out["lines"] = {name: stack.procs[name].line for name in BUDGETED}
-    out["inbound"] = measure_inbound(stack, wrk, plan)
-    out["outbound"] = measure_outbound(stack, plan)
-    out["load"] = measure_load(stack, plan)
+    parts = plan.get("parts") or ("inbound", "outbound", "load")
+    if "inbound" in parts:
+        out["inbound"] = measure_inbound(stack, wrk, plan)
+    if "outbound" in parts:
+        out["outbound"] = measure_outbound(stack, plan)
+    if "load" in parts:
+        out["load"] = measure_load(stack, plan)
     out["lines"]["flower"] = stack_line("flower")
     out["loadavg_end"] = loadavg()
     for name in reversed(BUDGETED):
