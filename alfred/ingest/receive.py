@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
@@ -16,6 +18,24 @@ INGEST_JOURNAL = "ingest"
 READY_KEY = "alfred:ingest:ready"
 # How often each delivery failed on its own (see service.MAX_FAILURES).
 FAILURES_KEY = "alfred:ingest:failures"
+# Held while an ingest task is queued or draining the ready list: a delivery that finds it
+# held publishes no task of its own, since the one under way takes it (CONTRACT.md: publishing
+# may be coalesced). The task lets go of it in the same step as it finds the list empty.
+SCHEDULED_KEY = "alfred:ingest:scheduled"
+# A holder that died (a task killed mid-drain, a web process between its SET and publish)
+# stalls coalescing no longer than this: the next delivery after it publishes again, and the
+# sweeper re-drives what the dead task held. A draining task refreshes it at every batch.
+SCHEDULED_TTL_MS = 10_000
+
+# Journal the delivery, list it as ready and, if no task is under way, claim the right to
+# publish one: a single round trip, atomic, so no delivery is listed without a task to take it.
+_ACCEPT = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+if redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[4]) then return 1 end
+return 0
+"""
 
 
 @lru_cache(maxsize=8)
@@ -35,6 +55,11 @@ def decode_record(record: bytes) -> tuple[float, bytes]:
     return float(head), body
 
 
+@lru_cache(maxsize=8)
+def _accept_script(client: redis.Redis):
+    return client.register_script(_ACCEPT)
+
+
 def accept_delivery(
     body: bytes,
     *,
@@ -42,15 +67,23 @@ def accept_delivery(
     journal: Journal,
     publish: Callable[[str], object],
 ) -> str:
-    """Make a delivery durable and hand it to a worker; raise if Redis refuses either step."""
+    """Make a delivery durable and see that a worker takes it; raise if Redis refuses.
+
+    The delivery is journaled and listed as ready; a task is published only when none is
+    queued or draining already (SCHEDULED_KEY). A publish that fails lets go of the claim, so
+    the next delivery publishes again; this one's caller answers 503 and Meta retries.
+    """
     delivery_id = uuid.uuid4().hex
-    journal.add(
-        delivery_id,
-        encode_record(received_at, body),
-        due_in=REDRIVE_AFTER_S,
-        also_push_to=READY_KEY,
-    )
-    publish(delivery_id)
+    due = time.time() + REDRIVE_AFTER_S
+    keys = [journal.records_key, journal.due_key, READY_KEY, SCHEDULED_KEY]
+    args = [delivery_id, encode_record(received_at, body), due, SCHEDULED_TTL_MS]
+    if _accept_script(journal.client)(keys=keys, args=args):
+        try:
+            publish(delivery_id)
+        except Exception:
+            with contextlib.suppress(redis.RedisError):
+                journal.client.delete(SCHEDULED_KEY)
+            raise
     return delivery_id
 
 

@@ -16,7 +16,14 @@ from alfred.config import Settings
 from alfred.db import session_scope
 from alfred.ingest import quarantine
 from alfred.ingest.normalise import RejectedEvent, normalise_delivery
-from alfred.ingest.receive import FAILURES_KEY, READY_KEY, decode_record, ingest_journal
+from alfred.ingest.receive import (
+    FAILURES_KEY,
+    READY_KEY,
+    SCHEDULED_KEY,
+    SCHEDULED_TTL_MS,
+    decode_record,
+    ingest_journal,
+)
 from alfred.ingest.send_failed import send_failed_for_status
 from alfred.messages.store import store_events
 from alfred.runtime import INFRASTRUCTURE
@@ -29,6 +36,16 @@ log = logging.getLogger(__name__)
 # How many waiting deliveries one task takes at once: one transaction and one Redis round
 # trip then serve them all, which is what lets a 2-core machine keep up with Meta's bursts.
 BATCH_SIZE = 100
+# How many batches one task drains before it hands over to a fresh task of its own (queued
+# behind whatever waits), so that a steady stream never holds one worker thread for ever.
+BATCHES_PER_TASK = 20
+# Take a batch off the ready list; on finding it empty, let go of the scheduling claim in the
+# same step, so a delivery listed after this finds no claim and publishes a task itself.
+_TAKE = """
+local ids = redis.call('LPOP', KEYS[1], ARGV[1])
+if ids then redis.call('PEXPIRE', KEYS[2], ARGV[2]) else redis.call('DEL', KEYS[2]) end
+return ids
+"""
 # A delivery that fails this many times on its own (not for want of Redis or the database)
 # is quarantined with the error instead of being re-driven for ever.
 MAX_FAILURES = 5
@@ -43,21 +60,44 @@ class IngestOutcome:
     quarantined: list[str] = field(default_factory=list)  # fingerprints
     deliveries: int = 0
     already_done: bool = False
+    drained: bool = False  # the ready list was found empty (and the claim let go)
+
+
+@lru_cache(maxsize=8)
+def _take_script(client: redis.Redis):
+    return client.register_script(_TAKE)
+
+
+def drain_ready(*, settings: Settings, client: redis.Redis) -> tuple[IngestOutcome, bool]:
+    """Ingest batches off the ready list until it is empty or BATCHES_PER_TASK are done.
+
+    Return the total and whether deliveries may remain (the caller publishes another task).
+    """
+    total = IngestOutcome()
+    for _ in range(BATCHES_PER_TASK):
+        outcome = process_delivery("", settings=settings, client=client)
+        _add(total, outcome)
+        if outcome.drained:
+            return total, False
+    return total, True
 
 
 def process_delivery(delivery_id: str, *, settings: Settings, client: redis.Redis) -> IngestOutcome:
-    """Ingest the deliveries waiting in the ready list, in one go; this one is among them.
+    """Ingest up to BATCH_SIZE deliveries waiting in the ready list, in one go.
 
-    Every accepted delivery is pushed on the ready list with its journal record, and every
-    one publishes a task; each task pops up to BATCH_SIZE ids. The task whose delivery was
-    taken by an earlier batch finds the list shorter or empty, and has little to do.
+    Every accepted delivery is pushed on the ready list with its journal record; a task is
+    published for the first one that finds no task under way (receive.accept_delivery), and
+    that task drains the list (drain_ready). A re-driven delivery publishes a task of its own.
     """
     _ = delivery_id  # its id is on the ready list; the task only says "there is work"
     journal = ingest_journal(client)
+    taken = _take_script(client)(
+        keys=[READY_KEY, SCHEDULED_KEY], args=[BATCH_SIZE, SCHEDULED_TTL_MS]
+    )
     # The same id may be listed twice (a re-drive of a delivery still waiting): once is enough.
-    ids = list(dict.fromkeys(i.decode() for i in client.lpop(READY_KEY, BATCH_SIZE) or []))
+    ids = list(dict.fromkeys(i.decode() for i in taken or []))
     if not ids:
-        return IngestOutcome(already_done=True)
+        return IngestOutcome(already_done=True, drained=True)
     records = client.hmget(journal.records_key, ids)
     batch = [(i, decode_record(r)) for i, r in zip(ids, records, strict=True) if r is not None]
     if not batch:

@@ -8,7 +8,7 @@ from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
 from alfred.ingest.receive import INGEST_JOURNAL, READY_KEY, ingest_journal
-from alfred.ingest.service import process_delivery
+from alfred.ingest.service import drain_ready
 from alfred.journals.journal import register
 
 
@@ -22,9 +22,9 @@ from alfred.journals.journal import register
 )
 def ingest_delivery(delivery_id: str) -> dict:
     """Ingest journaled webhook deliveries into «alfred-ingest», a batch at a time (idempotent)."""
-    outcome = process_delivery(
-        delivery_id, settings=runtime.settings(), client=runtime.redis_client()
-    )
+    outcome, more = drain_ready(settings=runtime.settings(), client=runtime.redis_client())
+    if more:  # the claim is still held: this task's successor drains the rest
+        publish_ingest(delivery_id)
     return {
         "deliveries": outcome.deliveries,
         "appended": outcome.appended,

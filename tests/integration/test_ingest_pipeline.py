@@ -278,6 +278,50 @@ def test_an_absurd_error_code_does_not_break_the_batch(settings, redis_client, e
     assert outcome.appended == 2  # the failed status and its send_failed
 
 
+def test_deliveries_coalesce_onto_the_task_under_way_until_it_drains(
+    web, settings, redis_client, env
+):
+    from alfred.ingest.receive import READY_KEY, SCHEDULED_KEY
+    from alfred.ingest.service import drain_ready
+
+    def queued_tasks() -> int:
+        return redis_client.llen("ingest")
+
+    for i in range(5):
+        payload = fixture("text")
+        payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = f"wamid.coal{i}"
+        assert post(web, payload).status_code == 200
+    # One task for five deliveries: the first claimed the right to publish, the rest found
+    # a task under way; all five are journaled and listed as ready.
+    assert queued_tasks() == 1
+    assert redis_client.llen(READY_KEY) == 5
+    assert ingest_journal(redis_client).size() == 5
+    outcome, more = drain_ready(settings=settings, client=redis_client)
+    assert (outcome.deliveries, outcome.appended, more) == (5, 5, False)
+    assert not redis_client.exists(SCHEDULED_KEY)  # let go on finding the list empty
+    # The next delivery finds no task under way and publishes its own.
+    payload = fixture("text")
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = "wamid.coal-next"
+    assert post(web, payload).status_code == 200
+    assert queued_tasks() == 2
+
+
+def test_a_failed_publish_lets_go_of_the_claim(web, redis_client, env, monkeypatch):
+    from alfred.ingest import tasks
+    from alfred.ingest.receive import SCHEDULED_KEY
+
+    def broker_down(_delivery_id):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.ingest_delivery, "apply_async", lambda *a, **k: broker_down(a))
+    answer = post(web, fixture("text"))
+    assert answer.status_code == 503
+    # Journaled all the same (the sweeper re-drives it), and the claim is free again, so the
+    # next delivery publishes a task rather than wait for the claim to expire.
+    assert ingest_journal(redis_client).size() == 1
+    assert not redis_client.exists(SCHEDULED_KEY)
+
+
 def test_a_worker_takes_the_waiting_deliveries_as_one_batch(web, settings, redis_client, env):
     from alfred.ingest.receive import READY_KEY
     from alfred.ingest.service import process_delivery
