@@ -10,6 +10,7 @@ from celery.signals import setup_logging, worker_init
 
 from alfred.config import REPO_ROOT
 from alfred.logs import configure_celery_logging
+from alfred.outbox.worker_step import install as install_outbox_step
 
 if str(REPO_ROOT) not in sys.path:
     # celeryconfig.py sits at the repository root (CONTRACT.md), beside wsgi.py.
@@ -23,6 +24,7 @@ celery.config_from_object("celeryconfig")
 app = celery
 # The worker's logs, Celery's own included, as the same JSON lines as every other process.
 setup_logging.connect(configure_celery_logging)
+install_outbox_step(celery)  # `celery worker --outbox` runs the outbox bridge on a thread
 
 
 @worker_init.connect

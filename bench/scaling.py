@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from bench import outbound
 from bench.memory import Sampler
+from bench.procfile import BUDGETED
 from bench.shipped import CpuShares
 from bench.stack import Stack
 
-AROUND = ("web", "beat", "outbox")
+AROUND = tuple(name for name in BUDGETED if name != "worker")
 
 
 def one_rate(stack: Stack, workers: list[str], rate: int | None, seconds: float) -> dict:

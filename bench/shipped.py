@@ -278,6 +278,7 @@ def measure_load(stack: Stack, plan: dict) -> dict:
     stack.stop("simulator")
     stack.simulator_env.pop("SIMULATOR_STATUS_FLOW", None)
     stack.start_simulator()
+    outbound.seed(stack)
     stack.start_procfile("flower")
     roots = {name: stack.procs[name].pid for name in (*BUDGETED, "flower", "simulator", "redis")}
     seconds = plan["load_s"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the whole stack in the foreground with honcho (`make run`): web, worker, beat, flower,
-# the outbox bridge, and the Cloud API simulator when no real Meta credentials are set.
+# Run the whole stack in the foreground with honcho (`make run`): web, worker (with the outbox
+# bridge on a thread), beat, flower, and the Cloud API simulator when no real Meta credentials
+# are set.
 # Redis: the one at REDIS_URL if it answers, else a local redis-server started (and stopped)
 # here. Database: SQLite under var/ unless DATABASE_URL says otherwise.
 set -euo pipefail
@@ -98,10 +99,9 @@ mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 PROCFILE="$VAR/Procfile.run"
 {
     echo "web: PORT=$PORT exec gunicorn wsgi:app --bind 127.0.0.1:$PORT --workers 2 --threads 4 --worker-class gthread --preload"
-    echo "worker: PORT=$PORT exec celery -A alfred.celery_app worker -P threads -c 8 -Q ingest,outbound,alfred --loglevel INFO"
+    echo "worker: PORT=$PORT exec celery -A alfred.celery_app worker -P threads -c 8 -Q ingest,outbound,alfred --outbox --loglevel INFO"
     echo "beat: PORT=$PORT exec python -m alfred.beat_app --schedule $VAR/celerybeat-schedule --loglevel INFO"
     echo "flower: PORT=$PORT exec celery -A alfred.celery_app flower --address=127.0.0.1 --port=$FLOWER_PORT"
-    echo "outbox: PORT=$PORT exec python -m alfred outbox"
     if [[ -n "$SIMULATE" ]]; then
         echo "simulator: PORT=$PORT exec python -m alfred simulator --host 127.0.0.1 --port $SIMULATOR_PORT"
     fi
@@ -141,7 +141,7 @@ else
     echo "  Meta       ${GRAPH_API_URL:-https://graph.facebook.com} (real credentials from the environment)"
 fi
 cat <<EOF
-  worker, beat, outbox   no port (Celery queues ingest, outbound, alfred; the «alfred-outbox» bridge)
+  worker, beat   no port (Celery queues ingest, outbound, alfred; the worker also runs the «alfred-outbox» bridge)
   redis      $REDIS_URL $REDIS_NOTE
   database   $DB
 Try, in another terminal:
