@@ -1,7 +1,16 @@
 """Celery settings for at-least-once delivery over Redis; each value says why it is what it is.
 
-See docs/reliability.md for the failure modes these settings answer, and FACTS.md for
-the behaviour of Celery's Redis transport that they work around.
+Every setting here has an effect with the pool the Procfile ships, `-P threads`. Settings that
+only a process pool honours are left out on purpose, and what they would have done is done
+another way (docs/reliability.md, "Celery settings and why"):
+- time limits (`task_time_limit`, `task_soft_time_limit`): a thread cannot be killed; each
+  blocking call has its own timeout instead: Graph requests 3.05 s to connect and 10 s to
+  read (alfred/whatsapp/graph.py), Redis sockets 5 s (alfred/redis_client.py, and below),
+  PostgreSQL statements 30 s (alfred/db.py), SQLite's busy wait 30 s;
+- `worker_max_memory_per_child`: there is no child to recycle;
+- `task_reject_on_worker_lost`: no child dies alone; a whole worker's death is covered by the
+  journals' sweeper.
+See FACTS.md for the behaviour of Celery's Redis transport that these settings work around.
 """
 
 import os
@@ -19,11 +28,8 @@ if broker_url.startswith("rediss://"):
     broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 # Acknowledge after the task ran, not when it was received: until then the worker holds the
-# message, and puts it back if the task's prefork child dies or the worker shuts down warm.
+# message, and puts it back if the worker shuts down warm before running it.
 task_acks_late = True
-# When a prefork child is killed (OOM killer, SIGKILL), re-queue its task at once instead
-# of acknowledging it as failed. Whole-worker deaths are covered by the journals' sweeper.
-task_reject_on_worker_lost = True
 # Hold only the tasks being run: a dying worker strands at most its running tasks, and a
 # slow task never hides work from an idle sibling. Our tasks take milliseconds.
 worker_prefetch_multiplier = 1
@@ -48,7 +54,6 @@ _transport = {
 broker_transport_options = _transport
 
 # Publishing waits at most ~0.5 s for a broker that is down, then the caller gets an error.
-task_publish_retry = True
 task_publish_retry_policy = {
     "max_retries": 2,
     "interval_start": 0.1,
@@ -59,16 +64,9 @@ broker_connection_retry_on_startup = True
 
 # Results are not used: outcomes live in the database and the streams.
 task_ignore_result = True
-task_store_errors_even_if_ignored = False
-
-task_serializer = "json"
-accept_content = ["json"]
-timezone = "UTC"
-enable_utc = True
-
-# A task that hangs is killed and re-delivered rather than holding a worker forever.
-task_soft_time_limit = 50
-task_time_limit = 60
+# Celery's defaults are relied on, not restated: JSON only (no pickle is accepted), UTC,
+# publish retries on, no task events until Flower asks for them, no task-sent event (which
+# would add a PUBLISH to every webhook's task).
 
 # Ingest and outbound work in separate queues, so a burst of one never starves the other.
 task_default_queue = "alfred"
@@ -78,14 +76,8 @@ task_routes = {
     "alfred.mark_as_read": {"queue": "outbound"},
 }
 
-# Recycle prefork children before the OOM killer does (kilobytes).
-worker_max_memory_per_child = int(os.environ.get("WORKER_MAX_MEMORY_KB", "200000"))
+# alfred/logs.py configures logging (JSON lines); Celery must not replace its handlers.
 worker_hijack_root_logger = False
-# Flower switches task events on when it connects; off by default they cost nothing.
-worker_send_task_events = False
-# No task-sent event: it doubles the Redis writes of every webhook (one more PUBLISH per task),
-# and Flower shows received, started and succeeded without it.
-task_send_sent_event = False
 
 # Beat's file of last run times lives under var/, never in the repository root.
 beat_schedule_filename = str(VAR_DIR / "celerybeat-schedule")

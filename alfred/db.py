@@ -12,6 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+# Longer than any statement the bridge runs (milliseconds), shorter than a stuck one.
+STATEMENT_TIMEOUT_MS = 30_000
+
 
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
@@ -23,7 +26,15 @@ def get_engine(url: str) -> Engine:
     # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
     # fails its statement instead; the task retries (autoretry on OperationalError), the pool
     # replaces the connection, and pool_recycle keeps idle ones younger than poolers' cut-off.
-    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=300)
+    # A statement waits at most STATEMENT_TIMEOUT_MS (a lock held by a stuck transaction, say):
+    # the worker's threads pool cannot kill a hung task, so each blocking call is bounded.
+    return create_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_recycle=300,
+        connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -26,7 +26,7 @@ from alfred.outbound.pending import outbound_journal
 from tests.conftest import APP_SECRET, _simulator_config
 from tests.helpers import body_of, fixture, signed_headers
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for
-from tests.integration.test_send_pipeline import inbound_wamid, open_window
+from tests.integration.test_send_pipeline import open_window
 
 RECOVERY_LIMIT_S = 60.0
 WORKER_CONCURRENCY = 4
@@ -193,38 +193,3 @@ def test_sends_survive_a_sigkill_mid_stream(env, web_server, workers, redis_clie
         f"\nsends: {at_kill} accepted at the kill; all {total} sent once, "
         f"{recovery:.1f} s after restart"
     )
-
-
-def test_a_killed_prefork_childs_task_is_requeued_at_once(env, simulator, workers, redis_client):
-    # Without kombu's acknowledgement emulation, the worker's main process still holds the
-    # message of a task whose child dies, and puts it back (task_reject_on_worker_lost): no
-    # sweeper involved (its due time is 30 s away, and no beat runs here).
-    import requests
-
-    from alfred.outbound.receipts import read_journal
-    from alfred.tasks import mark_as_read
-
-    wamid = inbound_wamid(simulator)
-    requests.post(f"{simulator.url}/_sim/faults", json={"latency_ms": 2000}, timeout=5)
-    worker = workers({"GRAPH_API_URL": simulator.url}, pool="prefork", concurrency=1)
-    wait_for(lambda: child_of(worker) is not None, timeout=30)
-    wait_for(lambda: consuming(redis_client), timeout=30)
-    mark_as_read.delay("home", wamid)
-    wait_for(lambda: redis_client.llen("outbound") == 0, timeout=10, interval=0.01)
-    time.sleep(0.5)  # the child is waiting on Meta's answer
-    os.kill(child_of(worker), signal.SIGKILL)
-    requests.post(f"{simulator.url}/_sim/faults", json={}, timeout=5)
-    wait_for(lambda: read_journal(redis_client).size() == 0, timeout=15)
-    assert simulator.state.stats()["tenants"]["home"]["marked_read"] >= 1
-
-
-def child_of(worker: subprocess.Popen) -> int | None:
-    """Return the pid of the worker's (only) prefork child, if it has one."""
-    found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True)
-    pids = found.stdout.split()
-    return int(pids[0]) if pids else None
-
-
-def consuming(client) -> bool:
-    """Whether some client blocks in BRPOP on the broker: a worker consumes."""
-    return any(c.get("cmd") == "brpop" for c in client.client_list())
