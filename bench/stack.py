@@ -327,7 +327,7 @@ class Stack:
         if name == "web":
             self._wait_healthy(proc, port)
         elif reads:
-            self._wait_command(proc, reads, 60.0, above=readers)
+            self._wait_command(proc, reads, 120.0, above=readers)
         elif name == "flower":
             wait_port(port, 30.0)
         return proc
