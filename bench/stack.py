@@ -88,6 +88,7 @@ class Proc:
     log: Path
     line: str = ""  # the Procfile line it runs, if any
     port: int = 0
+    reads: str = ""  # the blocking Redis command that says it is consuming
 
     @property
     def pid(self) -> int:
