@@ -175,6 +175,9 @@ class Settings:
     chunk_order: str = "accepted"
     pii_hot_days: int = DEFAULT_PII_HOT_DAYS
     pii_cold_days: int = DEFAULT_PII_COLD_DAYS
+    # Where media and cold archives go (alfred/blobstore.py).
+    blob_store_url: str = ""
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +218,9 @@ class Settings:
             chunk_order=env.get("ALFRED_CHUNK_ORDER", "accepted"),
             pii_hot_days=_int(env, "PII_HOT_DAYS", DEFAULT_PII_HOT_DAYS, least=1),
             pii_cold_days=_int(env, "PII_COLD_DAYS", DEFAULT_PII_COLD_DAYS, least=0),
+            blob_store_url=env.get("BLOB_STORE_URL")
+            or (Path(env.get("ALFRED_VAR_DIR", VAR_DIR)).resolve() / "blobs").as_uri(),
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
         )
 
     def tenant_by_phone_number_id(self, phone_number_id: str | None) -> Tenant | None:

@@ -20,6 +20,7 @@ os.environ["REDIS_URL"] = REDIS_URL
 from alfred import runtime  # noqa: E402
 from alfred.migrate import upgrade  # noqa: E402
 from alfred.models import Base  # noqa: E402
+from tests.blobstores import blob_store_url, moto_s3  # noqa: E402, F401 - fixtures
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 APP_SECRET = "test-app-secret-äöå"
