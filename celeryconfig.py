@@ -16,6 +16,8 @@ See FACTS.md for the behaviour of Celery's Redis transport that these settings w
 import os
 import ssl
 
+from celery.schedules import crontab
+
 from alfred.config import VAR_DIR
 
 broker_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
@@ -74,6 +76,7 @@ task_routes = {
     "alfred.ingest_delivery": {"queue": "ingest"},
     "alfred.send_message": {"queue": "outbound"},
     "alfred.mark_as_read": {"queue": "outbound"},
+    "alfred.fetch_media": {"queue": "alfred"},
 }
 
 # alfred/logs.py configures logging (JSON lines); Celery must not replace its handlers.
@@ -84,4 +87,15 @@ beat_schedule_filename = str(VAR_DIR / "celerybeat-schedule")
 beat_schedule = {
     # Re-drive journal entries whose task was lost (see alfred/journals/).
     "sweep-journals": {"task": "alfred.sweep_journals", "schedule": 10.0},
+    # Every tenant's token, Mondays at 03:00 UTC (CONTRACT.md, docs/tokens.md).
+    "rotate-tokens": {
+        "task": "alfred.rotate_tokens",
+        "schedule": crontab(minute=0, hour=3, day_of_week=1),
+    },
+    # The same week's run, if beat was down at 03:00 (the week's slot makes it run once).
+    "rotate-tokens-catch-up": {
+        "task": "alfred.rotate_tokens",
+        "schedule": 3600.0,
+        "kwargs": {"reason": "catch_up"},
+    },
 }

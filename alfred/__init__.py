@@ -17,10 +17,13 @@ def create_app(config: dict | None = None) -> Flask:
     # and the worker have no use for Flask's ~15 MB (docs/benchmarks.md, Memory).
     from flask import Flask
 
+    from alfred import runtime
     from alfred.logs import configure_logging
+    from alfred.tokens.store import check_key
     from alfred.web import health, webhook
 
     configure_logging()
+    check_key(runtime.settings())  # no silent per-machine key with a server database
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_WEBHOOK_BYTES
     if config:

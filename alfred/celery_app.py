@@ -18,7 +18,13 @@ if str(REPO_ROOT) not in sys.path:
 
 celery = Celery(
     "alfred",
-    include=["alfred.ingest.tasks", "alfred.outbound.tasks", "alfred.journals.tasks"],
+    include=[
+        "alfred.ingest.tasks",
+        "alfred.outbound.tasks",
+        "alfred.journals.tasks",
+        "alfred.media.tasks",
+        "alfred.tokens.tasks",
+    ],
 )
 celery.config_from_object("celeryconfig")
 app = celery
@@ -28,13 +34,25 @@ install_outbox_step(celery)  # `celery worker --outbox` runs the outbox bridge o
 
 
 @worker_init.connect
+def _refuse_without_key(**_kwargs) -> None:
+    # A server database with no ALFRED_ENCRYPTION_KEY: stop here and say why, rather than
+    # make a key of this machine's own that no other machine can read.
+    from alfred import runtime
+    from alfred.tokens.store import check_key
+
+    check_key(runtime.settings())
+
+
+@worker_init.connect
 def _freeze_shared_heap(**_kwargs) -> None:
     # Prefork children share the parent's modules copy-on-write. The collector's passes
     # write to every object they visit, copying each page into each child; objects frozen
     # before the fork are never visited. Threads pools lose nothing by it.
     import alfred.ingest.tasks  # noqa: F401 - the task modules, imported before the fork
     import alfred.journals.tasks  # noqa: F401
+    import alfred.media.tasks  # noqa: F401
     import alfred.outbound.tasks  # noqa: F401
+    import alfred.tokens.tasks  # noqa: F401
 
     gc.collect()
     gc.freeze()

@@ -109,3 +109,21 @@ OUTBOX_RECONNECTS = Counter(
     "Times the outbox bridge lost Redis or its consumer group and recovered",
     ["reason"],
 )
+
+# --- Tokens and media (alfred/tokens/, alfred/media/); the same names as ops' alert rules ---
+TOKEN_EXPIRY = Gauge(
+    "alfred_token_expiry_timestamp_seconds",
+    "When the tenant's token expires (Unix time, from debug_token); 0 = never",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+TOKEN_ROTATIONS = Counter(
+    "alfred_token_rotations_total",
+    "Token rotations by tenant and outcome (rotated, failed)",
+    ["tenant", "outcome"],
+)
+MEDIA = Counter(
+    "alfred_media_total",
+    "Inbound media by tenant and outcome (stored, failed)",
+    ["tenant", "outcome"],
+)

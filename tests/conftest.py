@@ -26,6 +26,9 @@ PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.
 APP_SECRET = "test-app-secret-äöå"
 PREVIOUS_APP_SECRET = "previous-app-secret"
 VERIFY_TOKEN = "verify-me"
+# The token store's key (a server database refuses to run without one); the simulator's app id.
+ENCRYPTION_KEY = "q_Hs02anO7iRKfoJJu6DLJrA00htkyN5kTJ8V9wjFQM="
+META_APP_ID = "1234567890"
 TENANTS = {
     # The same ids as the payloads in tests/data/webhooks.
     "home": {
@@ -138,6 +141,8 @@ def env(monkeypatch, tmp_path, redis_client, redis_url, database_url) -> dict:
         "META_APP_SECRET_PREVIOUS": PREVIOUS_APP_SECRET,
         "META_VERIFY_TOKEN": VERIFY_TOKEN,
         "ALFRED_TENANTS": json.dumps(TENANTS),
+        "ALFRED_ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "META_APP_ID": META_APP_ID,
         "ALFRED_VAR_DIR": str(tmp_path / "var"),
         "WEBHOOK_MAX_SKEW_S": "10",
     }
@@ -150,10 +155,12 @@ def env(monkeypatch, tmp_path, redis_client, redis_url, database_url) -> dict:
 
 def _reset_caches() -> None:
     runtime.reset()
+    from alfred.media.tasks import fetcher
     from alfred.outbound.tasks import sender
     from alfred.tokens.store import forget
 
     sender.cache_clear()
+    fetcher.cache_clear()
     forget()
 
 

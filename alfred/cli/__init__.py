@@ -24,6 +24,7 @@ from alfred.cli.commands import (
     cmd_outbox,
     cmd_quarantine_list,
     cmd_quarantine_replay,
+    cmd_rotate_key,
     cmd_rotate_tokens,
     cmd_send,
     cmd_simulator,
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rotate = _command(sub, "rotate-tokens", cmd_rotate_tokens, "exchange tenants' tokens for new")
     rotate.add_argument("--tenant", help="only this tenant (default: all)")
+    _command(sub, "rotate-key", cmd_rotate_key, "re-encrypt stored tokens with the newest key")
 
     anon = _command(sub, "anonymise", cmd_anonymise, "blank personal data of old messages")
     anon.add_argument(

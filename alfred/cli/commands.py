@@ -273,23 +273,33 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_tokens(args: argparse.Namespace) -> int:
-    """Exchange each tenant's token for a new long-lived one and store it encrypted."""
+    """Rotate each tenant's token (the beat job's service) and print each result, never a token."""
+    from alfred import runtime
     from alfred.tokens.rotation import RotationRefused, rotate_tokens
 
     settings = current_settings()
-    tenants = [_tenant(args.tenant)] if args.tenant else list(settings.tenants.values())
-    failures = 0
+    tenants = [_tenant(args.tenant)] if args.tenant else None
     try:
-        for done in rotate_tokens(settings, tenants):
-            if done.error:
-                failures += 1
-                print(f"{done.tenant_id}: failed: {done.error}")
-            else:
-                expires = when(done.expires_at) if done.expires_at else "never"
-                print(f"{done.tenant_id}: rotated, expires {expires}")
+        results = list(rotate_tokens(settings, runtime.redis_client(), tenants))
     except RotationRefused as exc:
         raise Refused(str(exc)) from None
-    return 1 if failures else 0
+    for done in results:
+        if done.outcome == "rotated":
+            expires = when(done.expires_at) if done.expires_at else "never"
+            print(f"{done.tenant_id}: rotated, expires {expires}")
+        else:
+            detail = f" ({done.error})" if done.error else ""
+            print(f"{done.tenant_id}: {done.outcome}: {done.reason}{detail}")
+    return 1 if any(done.outcome == "failed" for done in results) else 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored token with the newest key of ALFRED_ENCRYPTION_KEY."""
+    from alfred.tokens.store import reencrypt_all
+
+    count = reencrypt_all(current_settings())
+    print(f"re-encrypted {count} stored token(s) with the newest key; the older keys may go")
+    return 0
 
 
 def cmd_anonymise(args: argparse.Namespace) -> int:

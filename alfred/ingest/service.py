@@ -26,6 +26,7 @@ from alfred.ingest.receive import (
     ingest_journal,
 )
 from alfred.ingest.send_failed import send_failed_for_status
+from alfred.media.service import jobs_in, media_journal
 from alfred.messages.store import store_events
 from alfred.runtime import INFRASTRUCTURE
 from alfred.streams import SENT_TTL_S, InboundEvent, append_events, sent_key
@@ -50,6 +51,8 @@ return ids
 # A delivery that fails this many times on its own (not for want of Redis or the database)
 # is quarantined with the error instead of being re-driven for ever.
 MAX_FAILURES = 5
+# When a journaled media job whose fetch was never published is re-driven (media.tasks).
+MEDIA_REDRIVE_S = 60.0
 
 
 @dataclass
@@ -62,6 +65,7 @@ class IngestOutcome:
     deliveries: int = 0
     already_done: bool = False
     drained: bool = False  # the ready list was found empty (and the claim let go)
+    media_jobs: list[dict] = field(default_factory=list)  # journaled; the task publishes them
 
 
 @lru_cache(maxsize=8)
@@ -219,6 +223,8 @@ def ingest_bodies(
     arrivals += failed_arrivals
 
     appended = append_inbound(client, events + failures)
+    # Every media message, new or a redelivery: a fetch already done costs one row lookup.
+    outcome.media_jobs = [job.to_dict() for job in jobs_in([e.envelope for e in events])]
     now = time.time()
     for event, added, received_at in zip(events + failures, appended, arrivals, strict=True):
         outcome.appended += added
@@ -236,6 +242,7 @@ def _add(total: IngestOutcome, part: IngestOutcome) -> None:
     total.duplicates += part.duplicates
     total.quarantined.extend(part.quarantined)
     total.deliveries += part.deliveries
+    total.media_jobs.extend(part.media_jobs)
 
 
 def store(session: Session, events: Sequence[InboundEvent]) -> None:
@@ -250,7 +257,24 @@ def append_inbound(client: redis.Redis, events: list[InboundEvent]) -> list[bool
 
 
 def _remember(pipe, events: list[InboundEvent]) -> int:
-    return remember_accepted_sends(pipe, events) + remember_windows(pipe, events)
+    return (
+        remember_accepted_sends(pipe, events)
+        + remember_windows(pipe, events)
+        + remember_media(pipe, events)
+    )
+
+
+def remember_media(pipe, events: list[InboundEvent]) -> int:
+    """Journal a fetch for each media message, queued before the appends that announce it.
+
+    So a message in the stream always has its media job somewhere: if the worker dies before
+    it publishes the fetch, the sweeper does (alfred/media/tasks.py).
+    """
+    jobs = jobs_in([event.envelope for event in events])
+    journal = media_journal(pipe)
+    for job in jobs:
+        journal.add(job.entry_id, json.dumps(job.to_dict()), due_in=MEDIA_REDRIVE_S, client=pipe)
+    return 2 * len(jobs)  # HSET and ZADD each
 
 
 def remember_accepted_sends(pipe, events: Sequence[InboundEvent]) -> int:

@@ -10,6 +10,7 @@ from alfred import runtime
 from alfred.ingest.receive import INGEST_JOURNAL, READY_KEY, ingest_journal
 from alfred.ingest.service import drain_ready
 from alfred.journals.journal import register
+from alfred.media.tasks import publish_fetches
 
 
 @shared_task(
@@ -25,6 +26,8 @@ def ingest_delivery(delivery_id: str) -> dict:
     outcome, more = drain_ready(settings=runtime.settings(), client=runtime.redis_client())
     if more:  # the claim is still held: this task's successor drains the rest
         publish_ingest(delivery_id)
+    # After the envelopes: the message is never held back waiting for its media.
+    publish_fetches(outcome.media_jobs)
     return {
         "deliveries": outcome.deliveries,
         "appended": outcome.appended,

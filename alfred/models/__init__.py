@@ -1,6 +1,7 @@
 """SQLAlchemy models: every row carries its tenant and its timestamps."""
 
 from alfred.models.base import Base
+from alfred.models.media import StoredMedia
 from alfred.models.messages import Message, MessageStatus, SendAttempt
 from alfred.models.quarantine import QuarantinedEvent
 from alfred.models.tenants import CustomerWindow, TenantToken
@@ -12,5 +13,6 @@ __all__ = [
     "MessageStatus",
     "QuarantinedEvent",
     "SendAttempt",
+    "StoredMedia",
     "TenantToken",
 ]

@@ -30,3 +30,5 @@ class TenantToken(TenantScoped, Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(32), default="rotation")
+    # When debug_token last called it valid with the messaging scope (None: never checked).
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -29,6 +29,7 @@ from alfred.outbound.split import parts_of, validate_long
 from alfred.outbound.tier import TierMeter
 from alfred.streams import final_key, sent_key
 from alfred.tokens.store import current_token, forget
+from alfred.tokens.suspect import MAX_WAIT_S, mark_suspect
 from alfred.whatsapp.errors import GraphError
 from alfred.whatsapp.graph import GraphClient
 from alfred.whatsapp.messages import InvalidMessage
@@ -68,6 +69,7 @@ class Sender:
         tier: TierMeter,
         chunk_order: str = "accepted",
         publish_audit: Callable[[], object] = lambda: None,
+        request_rotation: Callable[[str], object] = lambda tenant_id: None,
     ):
         self.settings = settings
         self.client = client
@@ -80,6 +82,8 @@ class Sender:
         # Called when an accepted call is the first waiting to be written: it publishes the
         # task that writes the batch (alfred/outbound/audit_batch.py).
         self.publish_audit = publish_audit
+        # Called when Meta refused the tenant's token (190): it asks for a rotation.
+        self.request_rotation = request_rotation
 
     def send(self, message: object) -> SendOutcome:
         """Send a message once, or say when to try again, or record why it never will be."""
@@ -232,13 +236,15 @@ class Sender:
             call_id = uuid.uuid4().hex
             started = time.perf_counter()
             hold.calling = True
+            token = current_token(tenant, self.settings)
             try:
-                result = self.graph.send_message(
-                    tenant.phone_number_id, current_token(tenant, self.settings), body
-                )
+                result = self.graph.send_message(tenant.phone_number_id, token, body)
             except GraphError as exc:
                 hold.calling = False
                 elapsed = time.perf_counter() - started
+                if exc.refresh_token and exc.code in (190, None):  # expired, not a lack of rights
+                    self._record_error(tenant, message, body, exc, attempt, elapsed, call_id)
+                    return self._await_token(tenant, message, token, attempt)
                 return self._after_error(tenant, message, body, exc, attempt, elapsed, call_id)
             elapsed = time.perf_counter() - started
             record = audit.accepted_call(
@@ -278,7 +284,36 @@ class Sender:
 
         return within_inline_wait(reserve)[0]
 
-    def _after_error(
+    def _await_token(self, tenant: Tenant, message: dict, used, attempt: int) -> SendOutcome:
+        """Meta refused the token (190): wait for a rotation instead of failing the message.
+
+        The call does not count against the message's attempts. Past MAX_WAIT_S without a
+        working token the message is dead-lettered with the reason, replayable (`dlq replay`).
+        """
+        tid = tenant.tenant_id
+        forget(tid)
+        if current_token(tenant, self.settings) != used:
+            # Another process swapped a new token in meanwhile: go again with it, at once.
+            return SendOutcome(
+                "retry", retry_in=0.1, reason="token_rotated", attempts_made=attempt - 1
+            )
+        since = mark_suspect(self.client, tid)
+        self.request_rotation(tid)
+        waited = time.time() - since
+        if waited >= MAX_WAIT_S:
+            record = {"code": 190, "reason": "access_token_expired", "retryable": True,
+                      "message": f"no working token for {waited:.0f} s"}  # fmt: skip
+            return self._finish_failed(
+                tenant, message, reason="access_token_expired", errors=[record],
+                status="dead_lettered",
+            )  # fmt: skip
+        # Soon at first (a rotation takes a second or two), then less often, up to 30 s.
+        retry_in = min(30.0, max(0.5, waited / 4))
+        return SendOutcome(
+            "retry", retry_in=retry_in, reason="awaiting_token", attempts_made=attempt - 1
+        )
+
+    def _record_error(
         self,
         tenant: Tenant,
         message: dict,
@@ -287,7 +322,8 @@ class Sender:
         attempt: int,
         elapsed: float,
         call_id: str,
-    ) -> SendOutcome:
+    ) -> None:
+        """Count, store and log one failed call."""
         metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, exc.reason).inc()
         with session_scope(self.settings.database_url) as session:
             audit.attempt_failed(
@@ -311,11 +347,19 @@ class Sender:
                 "retryable": exc.retryable,
             },
         )
-        if exc.refresh_token:
-            # A rotated token may already be stored: read it again before the next try.
-            forget(tenant.tenant_id)
-        retryable = exc.retryable or (exc.refresh_token and attempt < 2)
-        if not retryable:
+
+    def _after_error(
+        self,
+        tenant: Tenant,
+        message: dict,
+        body: dict,
+        exc: GraphError,
+        attempt: int,
+        elapsed: float,
+        call_id: str,
+    ) -> SendOutcome:
+        self._record_error(tenant, message, body, exc, attempt, elapsed, call_id)
+        if not exc.retryable:
             return self._finish_failed(
                 tenant, message, reason=exc.reason, errors=[exc.as_record()], status="failed"
             )

@@ -33,6 +33,7 @@ from alfred.outbound.receipts import READ_JOURNAL, read_journal
 from alfred.outbound.service import Sender, stamp
 from alfred.outbound.tier import TierMeter
 from alfred.tokens.store import current_token
+from alfred.tokens.tasks import request_rotation
 from alfred.whatsapp.errors import TransientError
 from alfred.whatsapp.graph import GraphClient
 
@@ -98,6 +99,7 @@ def sender() -> Sender:
         tier=TierMeter(client, limit=settings.tier_limit),
         chunk_order=settings.chunk_order,
         publish_audit=publish_audit,
+        request_rotation=request_rotation,
     )
 
 

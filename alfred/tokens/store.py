@@ -7,32 +7,86 @@ import threading
 import time
 from datetime import datetime
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from alfred.config import VAR_DIR, Secret, Settings, Tenant
+from alfred.config import VAR_DIR, ConfigError, Secret, Settings, Tenant
 from alfred.db import session_scope
 from alfred.models import TenantToken
 
-# A rotated token reaches every worker within this many seconds, without a restart.
+# A rotated token reaches every worker within this many seconds, without a restart; the old
+# token keeps working meanwhile (Meta leaves an exchanged-away token valid).
 CACHE_SECONDS = 30.0
 _cache: dict[tuple[str, str], tuple[float, Secret]] = {}
 _lock = threading.Lock()
 
 
-def cipher(settings: Settings) -> Fernet:
-    """Return the Fernet cipher keyed by ALFRED_ENCRYPTION_KEY (a dev key file when unset)."""
+class TokenKeyError(ConfigError):
+    """The encryption keys cannot read a stored token (a key was dropped too early)."""
+
+
+def is_server_database(database_url: str) -> bool:
+    """Tell a database other machines share (PostgreSQL) from a local SQLite file."""
+    return not database_url.startswith("sqlite")
+
+
+def cipher(settings: Settings) -> MultiFernet:
+    """Return the keys of ALFRED_ENCRYPTION_KEY, newest first (a dev key file with SQLite only)."""
     if settings.encryption_key:
-        return Fernet(settings.encryption_key.reveal().encode())
+        keys = [k.strip() for k in settings.encryption_key.reveal().split(",") if k.strip()]
+        try:
+            return MultiFernet([Fernet(k.encode()) for k in keys])
+        except ValueError:
+            raise ConfigError(
+                "ALFRED_ENCRYPTION_KEY must be Fernet keys (Fernet.generate_key()), comma-separated"
+            ) from None
+    if is_server_database(settings.database_url):
+        # Each machine would make its own key, and none could read another's tokens.
+        raise ConfigError(
+            "ALFRED_ENCRYPTION_KEY is not set: a server database needs one key shared by every "
+            "machine (docs/tokens.md)"
+        )
     key_file = VAR_DIR / "encryption.key"
     if not key_file.exists():
-        # Development only: production sets ALFRED_ENCRYPTION_KEY as a Fly secret.
         key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(Fernet.generate_key())
-    return Fernet(key_file.read_bytes().strip())
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process of this machine made it first
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(Fernet.generate_key())
+    return MultiFernet([Fernet(key_file.read_bytes().strip())])
+
+
+def check_key(settings: Settings) -> None:
+    """Refuse to start without the keys a rotated token needs (called by every process)."""
+    cipher(settings)
+
+
+def swap_token(
+    settings: Settings,
+    *,
+    tenant_id: str,
+    token: Secret,
+    expires_at: datetime | None,
+    verified_at: datetime | None = None,
+    source: str = "rotation",
+) -> None:
+    """Store a new token encrypted and make it the one in use, in one transaction."""
+    with session_scope(settings.database_url) as session:
+        save_token(
+            session,
+            settings,
+            tenant_id=tenant_id,
+            token=token,
+            expires_at=expires_at,
+            verified_at=verified_at,
+            source=source,
+        )
+    # Only after the commit: a send that re-read the store before it would cache the old one.
+    forget(tenant_id)
 
 
 def save_token(
@@ -42,9 +96,10 @@ def save_token(
     tenant_id: str,
     token: Secret,
     expires_at: datetime | None,
+    verified_at: datetime | None = None,
     source: str = "rotation",
 ) -> None:
-    """Store a new token encrypted and make it the one in use."""
+    """Add a new active token to the session, retiring the old; the caller commits."""
     session.execute(
         update(TenantToken).where(TenantToken.tenant_id == tenant_id).values(active=False)
     )
@@ -53,11 +108,21 @@ def save_token(
             tenant_id=tenant_id,
             token_encrypted=cipher(settings).encrypt(token.reveal().encode()),
             expires_at=expires_at,
+            verified_at=verified_at,
             active=True,
             source=source,
         )
     )
-    forget(tenant_id)
+
+
+def active_row(session: Session, tenant_id: str) -> TenantToken | None:
+    """Return the tenant's token row in use, if a rotation stored one."""
+    return session.scalar(
+        select(TenantToken)
+        .where(TenantToken.tenant_id == tenant_id, TenantToken.active.is_(True))
+        .order_by(TenantToken.id.desc())
+        .limit(1)
+    )
 
 
 def current_token(tenant: Tenant, settings: Settings) -> Secret:
@@ -69,17 +134,39 @@ def current_token(tenant: Tenant, settings: Settings) -> Secret:
     if cached and cached[0] > now:
         return cached[1]
     with session_scope(settings.database_url) as session:
-        row = session.scalar(
-            select(TenantToken)
-            .where(TenantToken.tenant_id == tenant.tenant_id, TenantToken.active.is_(True))
-            .order_by(TenantToken.id.desc())
-            .limit(1)
-        )
+        row = active_row(session, tenant.tenant_id)
         encrypted = row.token_encrypted if row is not None else None
-    token = Secret(cipher(settings).decrypt(encrypted).decode()) if encrypted else tenant.token
+    token = _decrypt(settings, encrypted) if encrypted else tenant.token
     with _lock:
         _cache[slot] = (now + CACHE_SECONDS, token)
     return token
+
+
+def _decrypt(settings: Settings, encrypted: bytes) -> Secret:
+    try:
+        return Secret(cipher(settings).decrypt(encrypted).decode())
+    except InvalidToken:
+        raise TokenKeyError(
+            "no key of ALFRED_ENCRYPTION_KEY decrypts the stored token: keep the old key "
+            "(after the new one) until `python -m alfred rotate-key` has run"
+        ) from None
+
+
+def reencrypt_all(settings: Settings) -> int:
+    """Re-encrypt every stored token with the newest key; return how many."""
+    keys = cipher(settings)
+    count = 0
+    with session_scope(settings.database_url) as session:
+        for row in session.scalars(select(TenantToken)):
+            try:
+                row.token_encrypted = keys.rotate(row.token_encrypted)
+            except InvalidToken:
+                raise TokenKeyError(
+                    f"token {row.id} of {row.tenant_id!r} is readable by none of the keys"
+                ) from None
+            count += 1
+    forget()
+    return count
 
 
 def forget(tenant_id: str | None = None) -> None:

@@ -258,8 +258,13 @@ class GraphClient:
 
     def debug_token(self, input_token: Secret, app_token: Secret) -> dict:
         """Return the debug_token data (is_valid, expires_at, scopes, …) of a token."""
+        # The app token in the query, not a header: an app secret may hold non-ASCII
+        # characters, which a header cannot carry (latin-1) but a URL can (percent-encoded).
         response = self._request(
-            "GET", "debug_token", token=app_token, params={"input_token": input_token}
+            "GET",
+            "debug_token",
+            token=None,
+            params={"input_token": input_token, "access_token": app_token},
         )
         return response.get("data") or {}
 

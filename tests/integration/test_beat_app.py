@@ -64,14 +64,17 @@ def test_beat_app_imports_no_task_module(redis_url):
 
 
 def test_schedule_names_the_sweep_task_the_worker_registers():
-    """Beat's schedule sends the sweep by name; the worker's app registers that very name."""
+    """Beat's schedule sends its tasks by name; the worker's app registers those very names."""
     from alfred.beat_app import app as beat
     from alfred.celery_app import celery as worker
 
-    assert {entry["task"] for entry in beat.conf.beat_schedule.values()} == {SWEEP}
+    names = {entry["task"] for entry in beat.conf.beat_schedule.values()}
+    assert names == {SWEEP, "alfred.rotate_tokens"}
+    weekly = beat.conf.beat_schedule["rotate-tokens"]["schedule"]
+    assert (weekly.minute, weekly.hour, weekly.day_of_week) == ({0}, {3}, {1})
     assert beat.conf.broker_url == worker.conf.broker_url
     worker.loader.import_default_modules()
-    assert SWEEP in worker.tasks
+    assert names <= set(worker.tasks)
 
 
 def _start_fast_beat(tmp_path: Path, redis_url: str) -> subprocess.Popen:

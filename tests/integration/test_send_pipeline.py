@@ -371,17 +371,25 @@ def test_an_unknown_template_is_permanent(sender, simulator, env):
     assert attempts(env["DATABASE_URL"], message["idempotency_key"])[0].error_code == 132001
 
 
-def test_an_expired_token_is_reread_and_tried_once_more_then_fails(sender, simulator, env):
+def test_an_expired_token_makes_the_send_wait_for_a_rotation_not_fail(
+    sender, simulator, env, redis_client
+):
     import requests
+
+    from alfred.tokens.suspect import suspect_since
 
     open_window(env["DATABASE_URL"], "home", "447700900123")
     requests.post(f"{simulator.url}/_sim/tokens/expire", json={"tenant": "home"}, timeout=5)
     message = stamped(text())
     first = sender.send(message)
-    assert (first.status, first.reason) == ("retry", "access_token_expired")
+    assert (first.status, first.reason) == ("retry", "awaiting_token")
     second = sender.send(retry_of(message, first))
-    assert (second.status, second.reason) == ("failed", "access_token_expired")
-    assert [a.attempt for a in attempts(env["DATABASE_URL"], message["idempotency_key"])] == [1, 2]
+    assert (second.status, second.reason) == ("retry", "awaiting_token")
+    # The calls are audited but do not use up the message's attempts.
+    assert [a.attempt for a in attempts(env["DATABASE_URL"], message["idempotency_key"])] == [1, 1]
+    assert suspect_since(redis_client, "home") is not None
+    assert redis_client.exists("alfred:tokens:requested:home")  # a rotation was asked for
+    assert stream_entries(redis_client) == []  # no send_failed
 
 
 def test_exhausted_retries_go_to_the_dead_letters_and_can_be_replayed(
