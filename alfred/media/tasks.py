@@ -64,9 +64,6 @@ def fetcher() -> MediaFetcher:
     autoretry_for=(RedisError, OperationalError),
     retry_backoff=1,
     retry_backoff_max=60,
-    # A 100 MB document over a slow link: far beyond the default limit of 60 s.
-    soft_time_limit=600,
-    time_limit=660,
 )
 def fetch_media(self, job: dict) -> str:
     """Fetch one inbound media object into the blob store and announce it on «alfred-ingest»."""
