@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from alfred.simulator import control, graph_api, media, templates, tokens, users
+from alfred.simulator import business, control, graph_api, media, templates, tokens, users
 from alfred.simulator.config import SimulatorConfig
 from alfred.simulator.faults import FaultConfig
 from alfred.simulator.runtime import SIM, Simulator
@@ -34,6 +34,7 @@ def create_app(config: SimulatorConfig) -> web.Application:
     tokens.add_routes(app)
     graph_api.add_routes(app)
     templates.add_routes(app)
+    business.add_routes(app, sim)
     media.add_lookup_routes(app)
     return app
 

@@ -12,8 +12,8 @@ from aiohttp import web
 from alfred.simulator import errors
 from alfred.simulator.runtime import Simulator, auth_error, authorise, sim_of
 from alfred.simulator.state import digits
+from alfred.simulator.validation import message_problem
 from alfred.simulator.webhooks import failed_steps
-from alfred.whatsapp.messages import InvalidMessage, validate_message
 
 MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 
@@ -51,27 +51,10 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         )
     if body.get("status") == "read":
         return _mark_read(sim, tenant.tenant_id, phone_number_id, body)
-    problem = _validate(body, tenant.tenant_id)
+    problem = message_problem(body)
     if problem:
         return _reject(sim, tenant.tenant_id, problem[0], details=problem[1])
-    return await _accept(sim, tenant.tenant_id, body)
-
-
-def _validate(body: dict, tenant_id: str) -> tuple[int, str] | None:
-    """Return (code, details) when the message is invalid, classified as Meta would."""
-    try:
-        # The bridge's own validator; the Graph body has no tenant_id, so lend it one.
-        validate_message({**body, "tenant_id": tenant_id})
-    except InvalidMessage as exc:
-        details = f"{exc.reason}: {json.dumps(exc.errors, ensure_ascii=False)}"
-        if exc.reason == "unknown_type":
-            return 100, details
-        # A missing field is 131008 at Meta, a wrong value 131009.
-        missing = (
-            exc.reason == "missing_recipient" or "Missing data" in details or "needs" in details
-        )
-        return (131008 if missing else 131009), details
-    return None
+    return await _accept(sim, tenant.tenant_id, body, request.match_info["version"])
 
 
 def _reject(sim: Simulator, tenant_id: str, code: int, **kwargs) -> web.Response:
@@ -100,7 +83,23 @@ def _template(sim: Simulator, tenant_id: str, body: dict) -> tuple[dict | None, 
     return None, f"template name ({name}) does not exist in {lang}"
 
 
-async def _accept(sim: Simulator, tenant_id: str, body: dict) -> web.Response:
+def _api_major(version: str) -> int:
+    """Return the major of a `v25.0` path segment (0 when it is not one)."""
+    head = version[1:].split(".", 1)[0]
+    return int(head) if version[:1] == "v" and head.isdigit() else 0
+
+
+def _reacted_to_unknown(sim: Simulator, phone_number_id: str, body: dict) -> bool:
+    """Tell whether a reaction names no message of this number's chats (Meta: 131009)."""
+    message_id = (body.get("reaction") or {}).get("message_id")
+    if sim.state.inbound_wamids.get(message_id) == phone_number_id:
+        return False
+    ours = sim.state.by_wamid.get(message_id)
+    # Reacting to a reaction is refused like reacting to nothing (reaction-messages).
+    return ours is None or ours["phone_number_id"] != phone_number_id or ours["type"] == "reaction"
+
+
+async def _accept(sim: Simulator, tenant_id: str, body: dict, version: str) -> web.Response:
     """Apply throughput, pair and template rules, then accept and schedule the statuses."""
     state, cfg, faults = sim.state, sim.config, sim.faults
     tenant = cfg.tenants[tenant_id]
@@ -127,6 +126,7 @@ async def _accept(sim: Simulator, tenant_id: str, body: dict) -> web.Response:
     if injected is not None and not errors.lookup(injected).asynchronous:
         return _reject(sim, tenant_id, injected)
     wamid = state.new_wamid(user.wa_id or user.user_id)
+    in_window = state.window_open(user, time.time())
     record = {
         "wamid": wamid,
         "tenant": tenant_id,
@@ -135,16 +135,20 @@ async def _accept(sim: Simulator, tenant_id: str, body: dict) -> web.Response:
         "recipient": body.get("recipient"),
         "recipient_id": user.wa_id,
         "user_id": user.user_id,
+        "username": user.username,
         "type": kind,
         "key": body.get("biz_opaque_callback_data"),
         "category": category,
+        # pricing: service and utility messages inside the window are free_customer_service.
+        "free": category in ("service", "utility") and in_window,
+        "api_major": _api_major(version),
         "conversation_id": hashlib.md5(f"{tenant_id}:{user.user_id}".encode()).hexdigest(),  # noqa: S324
         "accepted_at": time.time(),
         "body": body,
     }
     state.record(record)
     state.stats.accepted[tenant_id] += 1
-    code = injected or _async_failure(sim, body, kind, user)
+    code = injected or _async_failure(sim, body, user, in_window, tenant.phone_number_id)
     if code is not None:
         state.stats.failed_async[tenant_id][code] += 1
         sim.webhooks.schedule(
@@ -152,6 +156,9 @@ async def _accept(sim: Simulator, tenant_id: str, body: dict) -> web.Response:
         )
     else:
         flow = cfg.status_flow
+        if kind == "reaction":
+            # reaction-messages: only a sent status; delivered and read are not triggered.
+            flow = tuple(s for s in flow if s == "sent")
         if faults.hit(faults.config.out_of_order_rate):
             flow = tuple(reversed(flow))
         delay = cfg.status_delay_s
@@ -167,13 +174,17 @@ async def _accept(sim: Simulator, tenant_id: str, body: dict) -> web.Response:
     )
 
 
-def _async_failure(sim: Simulator, body: dict, kind: str, user) -> int | None:
+def _async_failure(
+    sim: Simulator, body: dict, user, in_window: bool, phone_number_id: str
+) -> int | None:
     """Return the code of a failure Meta reports later by webhook, if this send has one."""
-    cfg = sim.config
+    cfg, kind = sim.config, body.get("type", "text")
     if user.wa_id and user.wa_id in cfg.undeliverable:
         return 131026
-    if cfg.enforce_window and kind != "template" and not sim.state.window_open(user, time.time()):
+    if cfg.enforce_window and kind != "template" and not in_window:
         return 131047
+    if kind == "reaction" and _reacted_to_unknown(sim, phone_number_id, body):
+        return 131009
     if kind in MEDIA_TYPES:
         media_id = (body.get(kind) or {}).get("id")
         if media_id and media_id not in sim.state.media:

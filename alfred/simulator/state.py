@@ -107,6 +107,9 @@ class SimState:
         self.media: dict[str, dict] = {}
         self.templates: dict[str, list[dict]] = {}
         self.tokens: dict[str, TokenInfo] = {}
+        # WABA -> its override_callback_uri (None: none); absent: our app is not subscribed.
+        self.subscriptions: dict[str, str | None] = {}
+        self.phone_overrides: dict[str, dict] = {}  # phone_number_id -> fields set by control
         now = int(time.time())
         for tenant in cfg.tenants.values():
             info = self.tokens.setdefault(
@@ -115,6 +118,7 @@ class SimState:
             info.phone_number_ids.add(tenant.phone_number_id)
             if tenant.waba_id:
                 info.waba_ids.add(tenant.waba_id)
+                self.subscriptions[tenant.waba_id] = None
                 self.templates.setdefault(tenant.waba_id, [self.hello_world()])
 
     def next_id(self) -> int:
@@ -136,6 +140,7 @@ class SimState:
         return {
             "id": str(1_000_000_000_000 + self.next_id()),
             "name": "hello_world",
+            "parameter_format": "POSITIONAL",
             "language": "en_US",
             "status": "APPROVED",
             "category": "UTILITY",

@@ -50,6 +50,10 @@ def messages_value(tenant: Tenant, **parts: list) -> dict:
     return value
 
 
+# Webhook versions from v24.0 omit `conversation` (webhooks/reference/messages/status).
+CONVERSATION_UNTIL_MAJOR = 24
+
+
 def status_item(record: dict, status: str, errors: list | None = None) -> dict:
     """Build one `statuses[]` item for an accepted message, stamped now."""
     now = int(time.time())
@@ -60,25 +64,55 @@ def status_item(record: dict, status: str, errors: list | None = None) -> dict:
     if errors:
         item["errors"] = errors
     elif status in ("sent", "delivered"):
-        # Read and failed statuses carry no conversation or pricing at Meta.
+        # Pricing rides on sent and one of delivered or read; never on failed.
         category = record["category"]
-        service = category == "service"
-        item["conversation"] = {
-            "id": record["conversation_id"],
-            "origin": {"type": category},
-        }
-        if status == "sent":
-            item["conversation"]["expiration_timestamp"] = str(now + 24 * 3600)
-        # Per-message pricing (PMP) since July 2025: service replies in the window are free.
+        if record.get("api_major", 0) < CONVERSATION_UNTIL_MAJOR:
+            item["conversation"] = {"id": record["conversation_id"], "origin": {"type": category}}
+            if status == "sent":
+                item["conversation"]["expiration_timestamp"] = str(now + 24 * 3600)
+        # Per-message pricing (PMP) since July 2025: service and utility in the window are free.
+        free = record.get("free", category == "service")
         item["pricing"] = {
-            "billable": not service,
+            "billable": not free,
             "pricing_model": "PMP",
+            "type": "free_customer_service" if free else "regular",
             "category": category,
-            "type": "free_customer_service" if service else "regular",
         }
     if record.get("key") is not None:
         item["biz_opaque_callback_data"] = record["key"]
     return item
+
+
+def status_contact(record: dict, status: str) -> dict | None:
+    """Return the recipient's `contacts[]` entry of a status; failed statuses carry none.
+
+    Business-scoped user IDs page: sent, delivered and read statuses carry the user's contact
+    (`wa_id` unless hidden, `user_id`); the username appears on delivered and read only.
+    """
+    if status == "failed":
+        return None
+    contact: dict = {}
+    if record.get("username") and status != "sent":
+        contact["profile"] = {"username": record["username"]}
+    if record["recipient_id"]:
+        contact["wa_id"] = record["recipient_id"]
+    contact["user_id"] = record["user_id"]
+    return contact
+
+
+def statuses_value(tenant: Tenant, due: list[tuple[dict, str, list | None]]) -> dict:
+    """Build a `messages` change holding statuses and their recipients' contacts."""
+    items, contacts = [], {}  # one contact per user, in order of first status
+    for record, status, errors in due:
+        items.append(status_item(record, status, errors))
+        contact = status_contact(record, status)
+        if contact is not None:
+            known = contacts.setdefault(contact["user_id"], contact)
+            if "profile" in contact:
+                known["profile"] = contact["profile"]
+    if contacts:
+        return messages_value(tenant, contacts=list(contacts.values()), statuses=items)
+    return messages_value(tenant, statuses=items)
 
 
 class WebhookDispatcher:
@@ -144,16 +178,16 @@ class WebhookDispatcher:
 
     def _flush(self, now: float) -> None:
         heap = self._heap
-        due: dict[str, list[dict]] = defaultdict(list)
+        due: dict[str, list[tuple]] = defaultdict(list)
         while heap and heap[0][0] <= now:
             _, _, record, status, errors = heapq.heappop(heap)
-            due[record["tenant"]].append(status_item(record, status, errors))
+            due[record["tenant"]].append((record, status, errors))
         batch = self.config.max_batch if self.config.batch_statuses else 1
         for tenant_id, items in due.items():
             tenant = self.config.tenants[tenant_id]
             self.state.stats.webhooks["statuses"] += len(items)
             for i in range(0, len(items), batch):
-                value = messages_value(tenant, statuses=items[i : i + batch])
+                value = statuses_value(tenant, items[i : i + batch])
                 self._spawn(self._encode(envelope(tenant.waba_id, "messages", value)))
 
     def _encode(self, payload: dict) -> bytes:
