@@ -9,12 +9,13 @@ from aiohttp import web
 
 from alfred.simulator.runtime import Simulator, sim_of
 from alfred.simulator.state import digits
-from alfred.simulator.webhooks import envelope, messages_value
+from alfred.simulator.webhooks import display_number, envelope, messages_value
 
 MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
 MIME = {"image": "image/jpeg", "audio": "audio/ogg; codecs=opus", "video": "video/mp4",
         "document": "application/pdf", "sticker": "image/webp"}  # fmt: skip
 MAX_REMEMBERED = 100_000  # inbound wamids kept for mark-as-read
+LOOKBACK = 200  # accepted messages searched for the one a button reply answers
 
 
 class BadInbound(ValueError):
@@ -49,6 +50,16 @@ def _type_object(sim: Simulator, phone_number_id: str, kind: str, spec: dict) ->
     return obj
 
 
+def _answered(state, user) -> str:
+    """Return the wamid of our latest interactive or template message to the user, or a new one."""
+    for i, record in enumerate(reversed(state.messages)):
+        if i >= LOOKBACK:
+            break
+        if record["user_id"] == user.user_id and record["type"] in ("interactive", "template"):
+            return record["wamid"]
+    return state.new_wamid(user.wa_id or user.user_id)
+
+
 def build_inbound(sim: Simulator, spec: dict) -> tuple[str, dict]:
     """Turn a control request into (wamid, Meta's webhook payload) and open the window."""
     tenant = sim.config.tenants.get(spec.get("tenant", ""))
@@ -75,6 +86,9 @@ def build_inbound(sim: Simulator, spec: dict) -> tuple[str, dict]:
     message.update({"id": wamid, "timestamp": str(int(spec.get("timestamp", now))), "type": kind})
     if spec.get("context"):
         message["context"] = spec["context"]
+    elif kind in ("interactive", "button"):
+        # A button or list reply answers one of our messages: Meta sends which in `context`.
+        message["context"] = {"from": display_number(tenant), "id": _answered(state, user)}
     message[kind] = _type_object(sim, tenant.phone_number_id, kind, spec)
     profile = {"name": user.profile_name or "Simulated User"}
     if user.username:
