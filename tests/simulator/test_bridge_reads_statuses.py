@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from alfred.whatsapp.inbound import InboundEvent, normalise_delivery
+from alfred.ingest.normalise import normalise_delivery
+from alfred.streams import InboundEvent
 from tests.simulator.conftest import HOME
 
 USERS = {"+15551230001": "neo", "+15551230002": None, "+15551230003": "trinity"}
