@@ -56,6 +56,24 @@ class Secret:
         return hash(self._value)
 
 
+def _positive(env: Mapping[str, str], name: str, default: str) -> float:
+    text = env.get(name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{name}={text!r}: expected a number of seconds above 0")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Tenant:
     """One WhatsApp business number and the credentials that speak for it."""
@@ -178,6 +196,10 @@ class Settings:
     # Where media and cold archives go (alfred/blobstore.py).
     blob_store_url: str = ""
     s3_endpoint_url: str | None = None
+    # A webhook body not received whole within this many seconds gets 408 (docs/inbound.md).
+    webhook_body_timeout_s: float = 10.0
+    # What becomes of a late event that is new: "quarantine" (replayable) or "deliver".
+    webhook_stale_policy: str = "quarantine"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -221,6 +243,10 @@ class Settings:
             blob_store_url=env.get("BLOB_STORE_URL")
             or (Path(env.get("ALFRED_VAR_DIR", VAR_DIR)).resolve() / "blobs").as_uri(),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            webhook_body_timeout_s=_positive(env, "WEBHOOK_BODY_TIMEOUT_S", "10"),
+            webhook_stale_policy=_choice(
+                env, "WEBHOOK_STALE_POLICY", "quarantine", ("quarantine", "deliver")
+            ),
         )
 
     def tenant_by_phone_number_id(self, phone_number_id: str | None) -> Tenant | None:

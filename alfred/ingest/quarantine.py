@@ -20,7 +20,6 @@ from alfred.streams import InboundEvent
 log = logging.getLogger(__name__)
 
 STALE = "stale_timestamp"
-UNPARSEABLE = "invalid_json"
 FAILED = "ingest_failed"
 
 
@@ -54,11 +53,11 @@ def _at(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def hold_unparseable(
-    session: Session, body: bytes | str, *, detail: str, received_at: float
+def hold_refused(
+    session: Session, body: bytes | str, *, reason: str, detail: str, received_at: float
 ) -> str:
-    """Keep a signed body that is not JSON (cut short, say), for the audit trail."""
-    return _hold_delivery(session, UNPARSEABLE, body, detail=detail, received_at=received_at)
+    """Keep a signed body the edge refused (limits.Refused: not JSON, too deep, too many)."""
+    return _hold_delivery(session, reason, body, detail=detail, received_at=received_at)
 
 
 def hold_failed(session: Session, body: bytes | str, *, detail: str, received_at: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from alfred import metrics
 from alfred.config import Settings
 from alfred.db import session_scope
 from alfred.ingest import quarantine
+from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.normalise import RejectedEvent, normalise_delivery
 from alfred.ingest.receive import (
     FAILURES_KEY,
@@ -181,11 +181,11 @@ def ingest_bodies(
     with session_scope(settings.database_url) as session:
         for received_at, body in batch:
             try:
-                payload = json.loads(body)
-            except ValueError as exc:
+                payload = parse_delivery(body)
+            except Refused as exc:
                 outcome.quarantined.append(
-                    quarantine.hold_unparseable(
-                        session, body, detail=f"body is not JSON: {exc}", received_at=received_at
+                    quarantine.hold_refused(
+                        session, body, reason=exc.reason, detail=exc.detail, received_at=received_at
                     )
                 )
                 continue

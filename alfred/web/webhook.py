@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from alfred import metrics, runtime
+from alfred import MAX_WEBHOOK_BYTES, metrics, runtime
 from alfred.db import session_scope
 from alfred.ingest import quarantine
+from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.receive import accept_delivery, ingest_journal, tenants_at_the_edge
 from alfred.ingest.tasks import publish_ingest
+from alfred.web.body import BodyRefused, read_body
 from alfred.whatsapp.signature import verify
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,18 @@ def receive() -> Response:
     settings = runtime.settings()
     if not settings.app_secrets:
         return _refuse(403, "no_app_secret", "META_APP_SECRET is not configured")
-    body = request.get_data(cache=False)
+    try:
+        body = read_body(
+            request.environ,
+            max_bytes=request.max_content_length or MAX_WEBHOOK_BYTES,
+            deadline_s=settings.webhook_body_timeout_s,
+        )
+    except BodyRefused as exc:
+        response = _refuse(
+            exc.status, exc.outcome, exc.detail, content_length=request.content_length
+        )
+        response.headers["Connection"] = "close"  # the rest of the body is never read
+        return response
     header = request.headers.get("X-Hub-Signature-256")
     if not verify(body, header, settings.app_secrets):
         why = "missing signature" if not header else "signature does not match"
@@ -81,18 +93,18 @@ def receive() -> Response:
             415, "bad_content_type", f"content type {request.mimetype!r}, expected application/json"
         )
     try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        # Signed but cut short or garbled: keep it for the record, and answer non-200 so
-        # Meta retries the delivery whole.
+        payload = parse_delivery(body)
+    except Refused as exc:
+        # Signed but not what Meta sends (cut short, garbled, NaN, nested too deep, too many
+        # items): keep it for the record, and answer non-200 so Meta retries it whole.
         try:
             with session_scope(settings.database_url) as session:
-                quarantine.hold_unparseable(
-                    session, body, detail=f"not JSON: {exc}", received_at=received_at
+                quarantine.hold_refused(
+                    session, body, reason=exc.reason, detail=exc.detail, received_at=received_at
                 )
         except Exception:
             log.exception("webhook.quarantine_failed")
-        return _refuse(400, "invalid_json", f"body is not JSON: {exc}")
+        return _refuse(exc.status, exc.reason, exc.detail)
     tenants, unknown = tenants_at_the_edge(payload, settings)
     if unknown:
         # Accepted all the same: the worker quarantines these events, replayable once the

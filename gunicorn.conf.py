@@ -1,0 +1,21 @@
+"""gunicorn's settings for the web process: `gunicorn -c gunicorn.conf.py wsgi:app --bind …`.
+
+The bind address stays on the command line (Procfile: $PORT; fly.toml: 8080). What is here
+bounds what one slow or hostile client can hold (docs/inbound.md, Slow clients).
+"""
+
+worker_class = "gthread"
+# Two cores: one process per core, and threads for the time a request waits on Redis.
+workers = 2
+threads = 8
+# The app is imported once in the master and shared by the forked workers (wsgi.py).
+preload_app = True
+# A worker whose main loop is stuck this long is killed and replaced by the master.
+timeout = 30
+# An idle kept-alive connection is parked on the poller, not a thread, for this long.
+keepalive = 5
+# Request line and headers stay small: Meta's are a few hundred bytes. The body is read by
+# the app within WEBHOOK_BODY_TIMEOUT_S (alfred/web/body.py), never without a deadline.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
