@@ -118,7 +118,9 @@ def append_events(
             tenant_id=event.tenant_id,
             event=event.event,
             dedupe_key=event.dedupe_key,
-            payload=json.dumps(event.envelope, ensure_ascii=False, separators=(",", ":")),
+            payload=json.dumps(
+                event.envelope, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+            ),
             client=pipe,
         )
     return [to_result(raw).appended for raw in pipe.execute()[marks:]]

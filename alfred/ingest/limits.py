@@ -110,3 +110,51 @@ def check_counts(payload: object) -> None:
         raise Refused(TOO_MANY, f"{changes} changes; the limit is {MAX_CHANGES}", 413)
     if events > MAX_EVENTS:
         raise Refused(TOO_MANY, f"{events} messages and statuses; the limit is {MAX_EVENTS}", 413)
+
+
+def _walk(value: object, path: str):
+    """Yield (path, item) for every key, string and number inside a JSON value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{path}.{key}" if path else str(key), key
+            yield from _walk(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def unstorable(value: object) -> str | None:
+    """Say why a value cannot go to Redis or PostgreSQL as JSON text, or None when it can.
+
+    A JSON escape can spell what UTF-8 cannot encode (a lone surrogate, "\\udc00") and what
+    PostgreSQL refuses in text and jsonb ("\\u0000"); an old journal may hold NaN.
+    """
+    for path, item in _walk(value, ""):
+        where = ascii(path)[1:-1][:120]
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = ascii(exc.object[exc.start : exc.end])[1:-1]
+                return f"{where} holds a lone surrogate ({bad}), which UTF-8 cannot encode"
+            if "\x00" in item:
+                return f"{where} holds a NUL character (\\u0000), which PostgreSQL cannot store"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"{where} is {item}, which JSON cannot express"
+    return None
+
+
+def storable_copy(value: object) -> object:
+    """Return a copy that can be stored anywhere: bad characters spelled out as escapes."""
+    if isinstance(value, dict):
+        return {storable_copy(key): storable_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable_copy(item) for item in value]
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text.replace("\x00", "\\u0000")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

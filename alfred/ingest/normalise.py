@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from alfred import envelope as env
+from alfred.ingest.limits import unstorable
 from alfred.streams import InboundEvent
 from alfred.whatsapp.inbound_schemas import (
     MESSAGE,
@@ -88,7 +89,15 @@ def normalise_delivery(
                 _read_messages_change(results, entry, change, tenant_for_phone, received_at)
             else:
                 _read_field_change(results, entry, change, tenant_for_waba, received_at)
-    return results
+    return [_storable(result) for result in results]
+
+
+def _storable(result: Result) -> Result:
+    """Reject, alone, an event whose envelope Redis or the database could not take."""
+    if isinstance(result, InboundEvent) and (problem := unstorable(result.envelope)):
+        what = f"{result.event} {ascii(result.id)[1:-1][:100]}"
+        return _invalid(f"{what}: {problem}", result.tenant_id, result.envelope.get("raw"))
+    return result
 
 
 def _entry_time(entry: Mapping[str, Any]) -> int | None:

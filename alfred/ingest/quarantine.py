@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from alfred import metrics
 from alfred.db import insert_ignoring_conflicts, session_scope
+from alfred.ingest.limits import storable_copy
 from alfred.ingest.normalise import RejectedEvent
 from alfred.models import QuarantinedEvent
 from alfred.models.base import utcnow
@@ -31,15 +32,18 @@ def fingerprint(*parts: object) -> str:
 
 def _hold(session: Session, *, print_: str, reason: str, detail: str, **values) -> str:
     now = utcnow()
-    row = {
-        "fingerprint": print_,
-        "reason": reason,
-        "detail": detail[:4000],
-        "tenant_id": values.pop("tenant_id", None) or "",
-        "created_at": now,
-        "updated_at": now,
-        **values,
-    }
+    # What was held back may be held back for what it holds (a lone surrogate, a NUL): the row
+    # spells such characters out as escapes, so the database takes it (limits.storable_copy).
+    row = storable_copy(
+        {
+            "fingerprint": print_,
+            "reason": reason,
+            "detail": detail[:4000],
+            "tenant_id": values.pop("tenant_id", None) or "",
+            **values,
+        }
+    )
+    row.update(created_at=now, updated_at=now)
     insert_ignoring_conflicts(session, QuarantinedEvent.__table__, [row], ["fingerprint"])
     metrics.QUARANTINED.labels(reason).inc()
     log.warning(

@@ -12,6 +12,7 @@ from alfred.db import session_scope
 from alfred.ingest.service import append_inbound, ingest_body, store
 from alfred.models import QuarantinedEvent
 from alfred.models.base import utcnow
+from alfred.runtime import INFRASTRUCTURE
 from alfred.streams import InboundEvent
 
 
@@ -53,13 +54,18 @@ def _replay_envelope(session: Session, row: QuarantinedEvent, client: redis.Redi
 def _replay_delivery(row: QuarantinedEvent, *, settings: Settings, client: redis.Redis) -> str:
     if not row.delivery:
         return "still held: nothing stored to replay"
-    outcome = ingest_body(
-        row.delivery,
-        received_at=_epoch(row.received_at),
-        settings=settings,
-        client=client,
-        check_skew=False,
-    )
+    try:
+        outcome = ingest_body(
+            row.delivery,
+            received_at=_epoch(row.received_at),
+            settings=settings,
+            client=client,
+            check_skew=False,
+        )
+    except INFRASTRUCTURE:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug still there: say so, keep the row held
+        return f"still {row.reason}: replay failed with {type(exc).__name__}: {exc}"
     if row.fingerprint in outcome.quarantined:
         return f"still {row.reason}: the event is rejected again"
     return f"replayed: {outcome.appended} appended, {outcome.duplicates} already there"

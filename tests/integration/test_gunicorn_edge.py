@@ -1,4 +1,4 @@
-"""The web process under real gunicorn (gunicorn.conf.py): slow clients, chunked bodies, raw bytes."""
+"""The web under real gunicorn (gunicorn.conf.py): slow clients, chunked bodies, raw bytes."""
 
 from __future__ import annotations
 
