@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from alfred.ingest.send_failed import send_failed_for_status
 from alfred.media.service import jobs_in, media_journal
 from alfred.messages.store import store_events
 from alfred.runtime import INFRASTRUCTURE
-from alfred.streams import SENT_TTL_S, InboundEvent, append_events, sent_key
+from alfred.streams import SENT_TTL_S, InboundEvent, IngestStream, append_events, sent_key
 from alfred.windows import open_windows, remember_windows
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ return ids
 MAX_FAILURES = 5
 # When a journaled media job whose fetch was never published is re-driven (media.tasks).
 MEDIA_REDRIVE_S = 60.0
+# Meta retries a delivery for 7 days (FACTS F1): anything later is not a retry, and is held.
+META_RETRY_HORIZON_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -196,9 +199,13 @@ def ingest_bodies(
                 received_at=received_at,
             )
             fresh, stale, rejected = _partition(results, received_at, max_skew)
-            events.extend(fresh)
-            arrivals.extend([received_at] * len(fresh))
-            for event in stale:
+            late, held, seen = _settle_late(client, stale, received_at, settings)
+            events.extend(fresh + late)
+            arrivals.extend([received_at] * (len(fresh) + len(late)))
+            for event in seen:
+                outcome.duplicates += 1
+                metrics.INGEST_EVENTS.labels(event.tenant_id, event.event, "duplicate").inc()
+            for event in held:
                 outcome.quarantined.append(
                     quarantine.hold_stale(
                         session, event, received_at=received_at, max_skew=max_skew
@@ -299,6 +306,31 @@ def _tenant_id(tenant) -> str | None:
 
 def _is_failed(event: InboundEvent) -> bool:
     return event.event == "status" and event.envelope.get("status") == "failed"
+
+
+def _settle_late(client: redis.Redis, stale: list[InboundEvent], received_at: float, settings):
+    """Sort late events into those to deliver, to quarantine, and those already in the stream.
+
+    The duplicate check comes first: Meta's retries keep their original timestamps, so a
+    redelivery is late by nature, and a late duplicate is just a duplicate. A late event that is
+    new follows WEBHOOK_STALE_POLICY, except past Meta's 7-day retry horizon: always held.
+    """
+    if not stale:
+        return [], [], []
+    pipe = client.pipeline(transaction=False)
+    for event in stale:
+        pipe.exists(IngestStream.dedupe_key(event.tenant_id, event.event, event.dedupe_key))
+    late, held, seen = [], [], []
+    for event, exists in zip(stale, pipe.execute(), strict=True):
+        delay = received_at - event.timestamp
+        if exists:
+            seen.append(event)
+        elif settings.webhook_stale_policy == "deliver" and 0 <= delay <= META_RETRY_HORIZON_S:
+            envelope = {**event.envelope, "late": True, "late_by_s": round(delay, 1)}
+            late.append(dataclasses.replace(event, envelope=envelope))
+        else:
+            held.append(event)
+    return late, held, seen
 
 
 def _partition(results, received_at: float, max_skew: float | None):
