@@ -390,6 +390,15 @@ class Sender:
         )
         return outcome
 
+    def dead_letter(self, message: dict, *, reason: str, errors: list[dict]) -> SendOutcome:
+        """Give up on a message for good (alfred/outbound/poison.py), telling the orchestrator."""
+        tenant = self.settings.tenants.get(str(message.get("tenant_id")))
+        if tenant is None:
+            return self._refuse(message, reason, {"_schema": [e["message"] for e in errors]})
+        return self._finish_failed(
+            tenant, message, reason=reason, errors=errors, status="dead_lettered"
+        )
+
     def _replay_final(self, tenant: Tenant, message: dict, decision: dict) -> SendOutcome:
         """Decided before (a re-driven or duplicated task): finish recording it, send nothing.
 

@@ -28,6 +28,7 @@ from alfred.outbound.audit_batch import (
 )
 from alfred.outbound.audit_batch import GATHER_S as AUDIT_GATHER_S
 from alfred.outbound.pending import OUTBOUND_JOURNAL, entry_id, outbound_journal
+from alfred.outbound.poison import count_crash
 from alfred.outbound.ratelimit import SendLimiter
 from alfred.outbound.receipts import READ_JOURNAL, read_journal
 from alfred.outbound.service import Sender, stamp
@@ -76,6 +77,16 @@ class JournaledSend(Task):
         return super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
         )
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """A crash (not Meta, not Redis): count it, and dead-letter the message at the fifth."""
+        message = args[0] if args else (kwargs or {}).get("message")
+        if not isinstance(message, dict) or not message.get("idempotency_key"):
+            return
+        try:
+            count_crash(runtime.redis_client(), sender(), message, exc)
+        except Exception:  # the journal still holds it: the next crash counts again
+            log.exception("send.crash_not_counted")
 
 
 def repr_of(message: dict) -> str:
