@@ -1,9 +1,18 @@
 """The WSGI entry point: `gunicorn wsgi:app` (with `--preload`, imported once in the master)."""
 
 import gc
+import sys
 
-from alfred import create_app
+from alfred import create_app, runtime
+from alfred.config import ConfigError
 
+try:
+    # Read the settings now: a malformed ALFRED_TENANTS stops the web at start, in one line,
+    # instead of answering 500 to every request.
+    runtime.settings()
+except ConfigError as exc:
+    print(f"error: configuration: {exc}", file=sys.stderr)
+    sys.exit(2)
 app = create_app()
 
 # Under `gunicorn --preload` this runs in the master, just before it forks the workers. Frozen

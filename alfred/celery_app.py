@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 from celery import Celery
@@ -56,3 +57,16 @@ def _freeze_shared_heap(**_kwargs) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+@worker_init.connect
+def _refuse_a_bad_configuration(**_kwargs) -> None:
+    # Settings are otherwise read by the first task: every task would fail alike, for ever.
+    from alfred import runtime
+    from alfred.config import ConfigError
+
+    try:
+        runtime.settings()
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr, flush=True)
+        os._exit(2)  # not SystemExit: Celery would print it as a traceback

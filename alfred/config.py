@@ -120,7 +120,10 @@ def _parse_tenants(environ: Mapping[str, str]) -> dict[str, Tenant]:
     try:
         spec = json.loads(raw)
     except ValueError as exc:
-        raise ConfigError(f"ALFRED_TENANTS is not valid JSON: {exc}") from exc
+        raise ConfigError(
+            f"ALFRED_TENANTS is not valid JSON ({exc}): set it to a JSON object such as "
+            '{"home": {"phone_number_id": "…", "waba_id": "…", "token": "…"}}'
+        ) from exc
     if not isinstance(spec, dict):
         raise ConfigError("ALFRED_TENANTS must be a JSON object keyed by tenant id")
     tenants: dict[str, Tenant] = {}

@@ -87,6 +87,30 @@ PY
     REDIS_NOTE="(started here, pid $OWN_REDIS_PID; stops with the stack)"
 fi
 
+# --- ports: one clear line now, rather than one process dying with EADDRINUSE later ----------
+port_taken() {
+    python - "$1" <<'PY' 2>/dev/null
+import socket, sys
+with socket.socket() as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", int(sys.argv[1])))
+    except OSError:
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+PORTS=("web PORT $PORT" "flower FLOWER_PORT $FLOWER_PORT")
+[[ -n "$SIMULATE" ]] && PORTS+=("simulator SIMULATOR_PORT $SIMULATOR_PORT")
+[[ -n "${METRICS_PORT:-}" ]] && PORTS+=("metrics METRICS_PORT $METRICS_PORT")
+for spec in "${PORTS[@]}"; do
+    read -r what name number <<<"$spec"
+    if port_taken "$number"; then
+        say "port $number ($what) is already in use: stop what holds it, or run $name=<free port> make run"
+        exit 1
+    fi
+done
+
 # --- database and metrics --------------------------------------------------------------------
 python -m alfred db upgrade
 # A fresh directory: gunicorn's workers write their metrics here and /metrics sums them.

@@ -135,7 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OperationalError as exc:
         where = safe_url(current_settings().database_url)
-        print(f"error: database {where}: {exc.orig or exc}", file=sys.stderr)
+        reason = str(exc.orig or exc).splitlines()[0]
+        print(
+            f"error: database {where}: {reason} (start it, or point DATABASE_URL at one that"
+            " answers)",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         return 130
