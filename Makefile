@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
 ARGS ?=
 
-.PHONY: help .venv install test lint format run bench load clean
+.PHONY: help .venv install test resilience lint format run bench load clean
 
 help: ## list the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,7 +27,11 @@ install: $(STAMP) ## same as .venv
 
 test: $(STAMP) ## run the whole suite against real Redis and PostgreSQL (started if needed)
 	bash scripts/ensure-services.sh
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ $(ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ --ignore=tests/resilience $(ARGS)
+
+resilience: $(STAMP) ## kill, starve and fail real processes; one figure line per scenario (~5 min)
+	bash scripts/ensure-services.sh
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/resilience $(ARGS)
 
 lint: $(STAMP) ## ruff, the import contracts (no circles, the layers) and mypy
 	$(VENV)/bin/ruff check .
