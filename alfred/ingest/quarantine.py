@@ -34,15 +34,14 @@ def _hold(session: Session, *, print_: str, reason: str, detail: str, **values) 
     now = utcnow()
     # What was held back may be held back for what it holds (a lone surrogate, a NUL): the row
     # spells such characters out as escapes, so the database takes it (limits.storable_copy).
-    row = storable_copy(
-        {
-            "fingerprint": print_,
-            "reason": reason,
-            "detail": detail[:4000],
-            "tenant_id": values.pop("tenant_id", None) or "",
-            **values,
-        }
-    )
+    fields = {
+        "fingerprint": print_,
+        "reason": reason,
+        "detail": detail[:4000],
+        "tenant_id": values.pop("tenant_id", None) or "",
+        **values,
+    }
+    row = {key: storable_copy(value) for key, value in fields.items()}
     row.update(created_at=now, updated_at=now)
     insert_ignoring_conflicts(session, QuarantinedEvent.__table__, [row], ["fingerprint"])
     metrics.QUARANTINED.labels(reason).inc()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-from alfred.outbound.journal import outbound_journal
-
 from alfred.outbound import service
+from alfred.outbound.pending import outbound_journal
 from alfred.outbound.poison import MAX_CRASHES, crash_key
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for
 from tests.integration.test_send_pipeline import USER, open_window, row, text
@@ -15,14 +14,13 @@ from tests.integration.test_send_pipeline import USER, open_window, row, text
 def test_a_poison_send_is_dead_lettered_after_five_crashes_not_redriven_for_ever(
     simulator, celery_worker, env, redis_client, monkeypatch, caplog
 ):
-    from alfred.maintenance.tasks import sweep_all
-
+    from alfred.journals.sweeper import sweep_all
     from alfred.tasks import send_message
 
     def crash(self, *args, **kwargs):
         raise ZeroDivisionError("boom in a parser")
 
-    monkeypatch.setattr(service.Sender, "_send_parts", crash)
+    monkeypatch.setattr(service.Sender, "call", crash)
     open_window(env["DATABASE_URL"], "home", USER.lstrip("+"))
     message = text(idempotency_key="poison-1")
     send_message.delay(message)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from alfred.db import session_scope
 from alfred.models import Message
 from alfred.models.messages import OUTBOUND
-from alfred.outbound.journal import outbound_journal
+from alfred.outbound.pending import outbound_journal
 from alfred.simulator.faults import FaultConfig
 from tests.integration.test_ingest_pipeline import wait_for
 from tests.integration.test_send_pipeline import flush_audit, open_window

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alfred.ingest.limits import Refused, parse_delivery, unstorable
-from alfred.whatsapp.inbound import InboundEvent, RejectedEvent, normalise_delivery
+from alfred.ingest.normalise import RejectedEvent, normalise_delivery
+from alfred.streams import InboundEvent
 from alfred.whatsapp.messages import InvalidMessage, validate_message
 from tests.helpers import FIXTURES, fixture
 
