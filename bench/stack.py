@@ -56,6 +56,12 @@ TENANTS = make_tenants(int(os.environ.get("BENCH_TENANTS", "2")))
 MAX_SKEW_S = "60"
 
 
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 def free_port() -> int:
     """Return a loopback TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -116,6 +122,8 @@ class Stack:
         self.sim_port = free_port()
         self.db_name: str | None = None
         self.database_url = ""
+        # One key for every process of the stack, as a fleet shares one (docs/tokens.md).
+        self.encryption_key = _fernet_key()
         (self.tmp / "prom").mkdir()
         (self.tmp / "var").mkdir()
 
@@ -144,6 +152,7 @@ class Stack:
                 "DATABASE_URL": self.database_url,
                 "META_APP_SECRET": APP_SECRET,
                 "META_VERIFY_TOKEN": VERIFY_TOKEN,
+                "ALFRED_ENCRYPTION_KEY": self.encryption_key,
                 "ALFRED_TENANTS": json.dumps(TENANTS),
                 "GRAPH_API_URL": self.sim_url,
                 "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "prom"),
