@@ -362,3 +362,20 @@ def test_templates_list_with_pywa_and_page_through(sim, wa):
     rest = wa.get_templates(pagination=types.Pagination(after=first.after, limit=2))
     assert [t.name for t in rest] == ["t_1", "t_2"] and not rest.has_next and rest.has_previous
     assert {t.parameter_format for t in (*first, *rest)} == {ParamFormat.POSITIONAL}
+
+
+# --- tokens through pywa -----------------------------------------------------------------------
+
+
+def test_app_access_token_and_an_expired_token_through_pywa(sim, wa):
+    app = wa.get_app_access_token(app_id=1234567890, app_secret=APP_SECRET)
+    assert app == f"1234567890|{APP_SECRET}"  # pywa hands back the access_token itself
+    with pytest.raises(errors.WhatsAppError) as caught:
+        wa.get_app_access_token(app_id=1234567890, app_secret="wrong")
+    assert caught.value.code == 1
+    sim.inbound(**{"from": USER})
+    r = sim.session.post(f"{sim.url}/_sim/tokens/expire", json={"tenant": "home"})
+    assert r.json()["expired"] >= 1
+    with pytest.raises(errors.ExpiredAccessToken) as expired:
+        wa.send_message(USER, "after expiry")
+    assert expired.value.status_code == 401
