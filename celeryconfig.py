@@ -98,4 +98,7 @@ beat_schedule = {
         "schedule": 3600.0,
         "kwargs": {"reason": "catch_up"},
     },
+    # Archive, anonymise and expire personal data, daily at 02:30 UTC (docs/privacy.md). A day
+    # missed is caught up by the next run: each run takes everything past the hot window.
+    "pii-lifecycle": {"task": "alfred.pii_lifecycle", "schedule": crontab(minute=30, hour=2)},
 }

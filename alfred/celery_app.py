@@ -25,6 +25,7 @@ celery = Celery(
         "alfred.journals.tasks",
         "alfred.media.tasks",
         "alfred.tokens.tasks",
+        "alfred.lifecycle.tasks",
     ],
 )
 celery.config_from_object("celeryconfig")

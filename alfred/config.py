@@ -21,6 +21,8 @@ MAX_MPS = 1000
 DEFAULT_TIER_LIMIT = 1000
 # Personal data stays this many days in the hot stores, then this many in cold archives.
 DEFAULT_PII_HOT_DAYS, DEFAULT_PII_COLD_DAYS = 30, 90
+# «alfred-ingest» keeps the hot window (the lifecycle trims by age); this caps it meanwhile.
+DEFAULT_STREAM_MAXLEN = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -203,6 +205,9 @@ class Settings:
     webhook_body_timeout_s: float = 10.0
     # What becomes of a late event that is new: "quarantine" (replayable) or "deliver".
     webhook_stale_policy: str = "quarantine"
+    # The HMAC key that turns phone numbers and user ids into stable pseudonyms.
+    pii_hash_key: Secret | None = field(default=None, repr=False)
+    stream_maxlen: int = DEFAULT_STREAM_MAXLEN
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -224,11 +229,18 @@ class Settings:
             if s is not None
         )
         VAR_DIR.mkdir(parents=True, exist_ok=True)
+        database_url = normalise_database_url(
+            env.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'alfred.db'}")
+        )
+        pii_hash_key = _secret_or_none(env, "PII_HASH_KEY")
+        if pii_hash_key is None and not database_url.startswith("sqlite"):
+            # A dev key file would give each machine its own pseudonyms: joins would break.
+            raise ConfigError("PII_HASH_KEY is required with a server database (docs/privacy.md)")
+        if pii_hash_key is not None and len(pii_hash_key.reveal()) < 32:
+            raise ConfigError("PII_HASH_KEY must be at least 32 characters")
         return cls(
             redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
-            database_url=normalise_database_url(
-                env.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'alfred.db'}")
-            ),
+            database_url=database_url,
             app_secrets=secrets,
             verify_token=_secret_or_none(env, "META_VERIFY_TOKEN"),
             graph_api_url=env.get("GRAPH_API_URL", "https://graph.facebook.com").rstrip("/"),
@@ -250,6 +262,8 @@ class Settings:
             webhook_stale_policy=_choice(
                 env, "WEBHOOK_STALE_POLICY", "quarantine", ("quarantine", "deliver")
             ),
+            pii_hash_key=pii_hash_key,
+            stream_maxlen=_int(env, "STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN, least=1),
         )
 
     def tenant_by_phone_number_id(self, phone_number_id: str | None) -> Tenant | None:

@@ -19,8 +19,14 @@ STATEMENT_TIMEOUT_MS = 30_000
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """Create (once per URL) an engine tuned for short transactions."""
+    # hide_parameters: a failed statement's error (logged, retried, shown by Flower) names the
+    # statement but never its values, which are users' words and phone numbers.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
@@ -34,6 +40,7 @@ def get_engine(url: str) -> Engine:
         max_overflow=20,
         pool_recycle=300,
         connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"},
+        hide_parameters=True,
     )
 
 
@@ -44,6 +51,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Deleted and overwritten content is zeroed, not left readable in free pages (privacy.md).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

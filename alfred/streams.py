@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import redis
 
+from alfred.config import DEFAULT_STREAM_MAXLEN
+
 INGEST_STREAM = "alfred-ingest"
 OUTBOX_STREAM = "alfred-outbox"
 OUTBOUND_GROUP = "alfred-outbound"
@@ -35,12 +37,13 @@ def final_key(tenant_id: str, key: str) -> str:
 
 # The duplicate check, the append and the mark happen in one script, so no worker death
 # can split them. The mark comes last: if XADD fails (out of memory), nothing is marked
-# and a retry appends. Redis does not roll a script back, hence this order.
+# and a retry appends. Redis does not roll a script back, hence this order. MAXLEN is a
+# backstop: the PII lifecycle trims the stream to its hot window (alfred/lifecycle/).
 _APPEND_ONCE = """
 local seen = redis.call('GET', KEYS[1])
 if seen then return {0, seen} end
-local entry = redis.call('XADD', KEYS[2], '*', 'tenant_id', ARGV[2], 'event', ARGV[3],
-                         'payload', ARGV[4])
+local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'tenant_id', ARGV[2],
+                         'event', ARGV[3], 'payload', ARGV[4])
 redis.call('SET', KEYS[1], entry, 'EX', ARGV[1])
 return {1, entry}
 """
@@ -67,9 +70,13 @@ class AppendResult:
 class IngestStream:
     """Appends envelopes to «alfred-ingest», each at most once per dedupe key."""
 
-    def __init__(self, client: redis.Redis, stream: str = INGEST_STREAM):
+    def __init__(
+        self, client: redis.Redis, stream: str = INGEST_STREAM,
+        maxlen: int = DEFAULT_STREAM_MAXLEN,
+    ):  # fmt: skip
         self._client = client
         self._stream = stream
+        self._maxlen = maxlen
         self._script = client.register_script(_APPEND_ONCE)
 
     @staticmethod
@@ -83,7 +90,7 @@ class IngestStream:
         """Append one envelope unless its key was seen; with a pipeline as client, queue it."""
         result = self._script(
             keys=[self.dedupe_key(tenant_id, event, dedupe_key), self._stream],
-            args=[DEDUPE_TTL_S, tenant_id, event, payload],
+            args=[DEDUPE_TTL_S, tenant_id, event, payload, self._maxlen],
             client=client or self._client,
         )
         return None if client is not None else to_result(result)
@@ -128,4 +135,6 @@ def append_events(
 
 @lru_cache(maxsize=8)
 def _stream(client: redis.Redis) -> IngestStream:
-    return IngestStream(client)
+    from alfred import runtime
+
+    return IngestStream(client, maxlen=runtime.settings().stream_maxlen)

@@ -29,6 +29,7 @@ VERIFY_TOKEN = "verify-me"
 # The token store's key (a server database refuses to run without one); the simulator's app id.
 ENCRYPTION_KEY = "q_Hs02anO7iRKfoJJu6DLJrA00htkyN5kTJ8V9wjFQM="
 META_APP_ID = "1234567890"
+PII_HASH_KEY = "test-pii-hash-key-0123456789abcdef"
 TENANTS = {
     # The same ids as the payloads in tests/data/webhooks.
     "home": {
@@ -137,6 +138,7 @@ def env(monkeypatch, tmp_path, redis_client, redis_url, database_url) -> dict:
     values = {
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
+        "PII_HASH_KEY": PII_HASH_KEY,
         "META_APP_SECRET": APP_SECRET,
         "META_APP_SECRET_PREVIOUS": PREVIOUS_APP_SECRET,
         "META_VERIFY_TOKEN": VERIFY_TOKEN,

@@ -17,7 +17,6 @@ from sqlalchemy.exc import OperationalError
 from alfred.cli.commands import (
     Failed,
     Refused,
-    cmd_anonymise,
     cmd_db_upgrade,
     cmd_dlq_list,
     cmd_dlq_replay,
@@ -32,7 +31,8 @@ from alfred.cli.commands import (
     current_settings,
     safe_url,
 )
-from alfred.config import DEFAULT_PII_COLD_DAYS, DEFAULT_PII_HOT_DAYS, ConfigError
+from alfred.cli.lifecycle import add_lifecycle_commands
+from alfred.config import ConfigError
 
 # --- the parser ---------------------------------------------------------------------------
 
@@ -104,14 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--tenant", help="only this tenant (default: all)")
     _command(sub, "rotate-key", cmd_rotate_key, "re-encrypt stored tokens with the newest key")
 
-    anon = _command(sub, "anonymise", cmd_anonymise, "blank personal data of old messages")
-    anon.add_argument(
-        "--older-than-days",
-        type=int,
-        help=f"age in days (default PII_HOT_DAYS + PII_COLD_DAYS, "
-        f"{DEFAULT_PII_HOT_DAYS} + {DEFAULT_PII_COLD_DAYS} unless set)",
-    )
-    anon.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    add_lifecycle_commands(sub, _command)
     return parser
 
 

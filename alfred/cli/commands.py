@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import timedelta
 
 from alfred.cli.output import print_table, safe_url, when
 
@@ -301,22 +300,3 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     print(f"re-encrypted {count} stored token(s) with the newest key; the older keys may go")
     return 0
 
-
-def cmd_anonymise(args: argparse.Namespace) -> int:
-    """Anonymise messages past the hot and cold windows."""
-    from alfred.lifecycle.service import anonymise_messages, retention
-
-    settings = current_settings()
-    older_than = (
-        timedelta(days=args.older_than_days)
-        if args.older_than_days is not None
-        else retention(settings)
-    )
-    if older_than < timedelta(days=1):
-        raise Refused("--older-than-days must be at least 1")
-    counts = anonymise_messages(settings.database_url, older_than=older_than, dry_run=args.dry_run)
-    verb = "would anonymise" if args.dry_run else "anonymised"
-    for tenant_id, count in counts.items():
-        print(f"{tenant_id}: {verb} {count} messages")
-    print(f"total: {verb} {sum(counts.values())} messages older than {older_than.days} days")
-    return 0

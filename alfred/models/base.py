@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, MetaData, String
+from sqlalchemy import JSON, DateTime, Index, MetaData, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -27,6 +27,16 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def lifecycle_indexes(table: str, column: str = "created_at") -> tuple[Index, Index]:
+    """Index rows not yet archived by age (the next batch), and archived ones by archive."""
+    due, held = text("archive_id IS NULL"), text("archive_id IS NOT NULL")
+    return (
+        Index(f"ix_{table}_lifecycle_due", "tenant_id", column,
+              postgresql_where=due, sqlite_where=due),
+        Index(f"ix_{table}_archive_id", "archive_id", postgresql_where=held, sqlite_where=held),
+    )  # fmt: skip
 
 
 class TenantScoped:

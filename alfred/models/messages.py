@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from alfred.models.base import Base, JSONType, TenantScoped
+from alfred.models.base import Base, JSONType, TenantScoped, lifecycle_indexes
 
 INBOUND = "inbound"
 OUTBOUND = "outbound"
@@ -20,6 +20,7 @@ class Message(TenantScoped, Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "wamid"),
         UniqueConstraint("tenant_id", "idempotency_key"),
+        *lifecycle_indexes("messages"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -41,13 +42,18 @@ class Message(TenantScoped, Base):
     meta_timestamp: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     anonymised_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The lifecycle archive (lifecycle_archives.id) that holds this row's personal data.
+    archive_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class MessageStatus(TenantScoped, Base):
     """One status webhook (sent, delivered, read, failed) of one outbound message."""
 
     __tablename__ = "message_statuses"
-    __table_args__ = (UniqueConstraint("tenant_id", "wamid", "status"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "wamid", "status"),
+        *lifecycle_indexes("message_statuses"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     wamid: Mapped[str] = mapped_column(String(512))
@@ -56,12 +62,15 @@ class MessageStatus(TenantScoped, Base):
     errors: Mapped[list | None] = mapped_column(JSONType)
     conversation: Mapped[dict | None] = mapped_column(JSONType)
     pricing: Mapped[dict | None] = mapped_column(JSONType)
+    # The lifecycle archive (lifecycle_archives.id) that holds this row's personal data.
+    archive_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class SendAttempt(TenantScoped, Base):
     """One HTTP call to the Graph API (or a refusal before it), with what Meta answered."""
 
     __tablename__ = "send_attempts"
+    __table_args__ = lifecycle_indexes("send_attempts")
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(255), index=True)
@@ -76,3 +85,5 @@ class SendAttempt(TenantScoped, Base):
     # The Graph request body with tokens redacted (tokens never travel in bodies, but be sure).
     payload: Mapped[dict | None] = mapped_column(JSONType)
     duration_ms: Mapped[float | None] = mapped_column()
+    # The lifecycle archive (lifecycle_archives.id) that holds this row's personal data.
+    archive_id: Mapped[int | None] = mapped_column(Integer)

@@ -7,13 +7,14 @@ from datetime import datetime
 from sqlalchemy import DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from alfred.models.base import Base, JSONType, TenantScoped
+from alfred.models.base import Base, JSONType, TenantScoped, lifecycle_indexes
 
 
 class QuarantinedEvent(TenantScoped, Base):
     """An event that did not go to «alfred-ingest»: stale, for an unknown number, or invalid."""
 
     __tablename__ = "quarantined_events"
+    __table_args__ = lifecycle_indexes("quarantined_events")
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Unique per rejected piece, so Meta's redeliveries do not pile up copies.
@@ -29,3 +30,5 @@ class QuarantinedEvent(TenantScoped, Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replay_result: Mapped[str | None] = mapped_column(String(255))
+    # The lifecycle archive (lifecycle_archives.id) that holds this row's personal data.
+    archive_id: Mapped[int | None] = mapped_column(Integer)

@@ -24,6 +24,9 @@ def bsuid_for(waba_id: str | None, wa_id: str) -> str:
     return f"US.{number:020d}"
 
 
+# The (business number, user) pair buckets kept at most; least recently used go first.
+MAX_PAIR_BUCKETS = 10_000
+
 # attempts = delivered + non_2xx + connection_errors; retried counts re-attempts only.
 WEBHOOK_COUNTERS = ("delivered", "retried", "failed", "attempts", "non_2xx", "connection_errors",
                     "duplicated", "statuses")  # fmt: skip
@@ -184,10 +187,15 @@ class SimState:
     def take_pair(self, phone_number_id: str, user_id: str, now: float) -> bool:
         """Take one unit of the (business number, user) pair budget."""
         key = (phone_number_id, user_id)
-        bucket = self.pairs.get(key)
+        # Least recently used last out: a bucket forgotten after the others refilled long ago
+        # comes back full, as it would have been; so the dict stays bounded under any load.
+        bucket = self.pairs.pop(key, None)
         if bucket is None:
             cfg = self.config
-            bucket = self.pairs[key] = TokenBucket(1.0 / cfg.pair_interval_s, cfg.pair_burst, now)
+            bucket = TokenBucket(1.0 / cfg.pair_interval_s, cfg.pair_burst, now)
+            if len(self.pairs) >= MAX_PAIR_BUCKETS:
+                self.pairs.pop(next(iter(self.pairs)))
+        self.pairs[key] = bucket
         return bucket.take(now)
 
     # Tokens.

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -22,7 +21,7 @@ from alfred.streams import INGEST_STREAM
 from tests.helpers import body_of, fixture
 
 COMMANDS = ("db", "send", "smoke", "simulator", "outbox", "dlq", "quarantine", "rotate-tokens",
-            "anonymise")  # fmt: skip
+            "anonymise", "erase")  # fmt: skip
 
 
 def alfred(*args: str, env: dict | None = None, extra: dict | None = None, timeout: float = 60):
@@ -165,31 +164,6 @@ def test_dlq_list_and_replay_re_enqueue_with_fresh_attempts(env, settings, queue
     assert "no dead-lettered messages" in alfred("dlq", "list", env=env).stdout
     missing = alfred("dlq", "replay", "dead-1", env=env)
     assert missing.returncode == 1 and "no dead-lettered message" in missing.stderr
-
-
-def test_anonymise_blanks_old_messages_and_counts_per_tenant(env, settings):
-    for key in ("old-1", "old-2", "new-1"):
-        _dead_letter(settings, key)
-    long_ago = datetime.now(UTC) - timedelta(days=121)
-    with session_scope(settings.database_url) as session:
-        session.execute(
-            update(Message)
-            .where(Message.idempotency_key.in_(["old-1", "old-2"]))
-            .values(created_at=long_ago)
-        )
-
-    dry = alfred("anonymise", "--dry-run", env=env)
-    assert dry.returncode == 0, dry.stderr
-    assert "home: would anonymise 2 messages" in dry.stdout
-    done = alfred("anonymise", env=env)
-    assert done.returncode == 0, done.stderr
-    assert "home: anonymised 2 messages" in done.stdout
-    with session_scope(settings.database_url) as session:
-        rows = {r.idempotency_key: r for r in session.scalars(select(Message))}
-    assert rows["old-1"].anonymised_at is not None
-    assert (rows["old-1"].body, rows["old-1"].payload, rows["old-1"].wa_id) == (None, None, None)
-    assert rows["new-1"].body == "hello" and rows["new-1"].anonymised_at is None
-    assert "total: anonymised 0 messages" in alfred("anonymise", env=env).stdout
 
 
 @pytest.fixture
