@@ -299,4 +299,3 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     count = reencrypt_all(current_settings())
     print(f"re-encrypted {count} stored token(s) with the newest key; the older keys may go")
     return 0
-
