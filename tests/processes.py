@@ -29,9 +29,11 @@ def wait_until_ready(url: str, process: subprocess.Popen | None = None, limit_s=
     raise RuntimeError(f"{url} did not answer within {limit_s} s")
 
 
-def start_gunicorn(extra_env: dict | None = None, *options: str) -> tuple[subprocess.Popen, str]:
+def start_gunicorn(
+    extra_env: dict | None = None, *options: str, port: int | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start the web process as production does (gunicorn.conf.py); return it and its URL."""
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             sys.executable,
