@@ -6,29 +6,29 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Re-install only when requirements.txt changes (or the venv is new).
+# Re-install only when a requirements file changes (or the venv is new).
 STAMP := $(VENV)/.installed-requirements
 ARGS ?=
 
-.PHONY: help .venv install test resilience lint format run bench load clean
+.PHONY: help .venv install test resilience lint format run bench load image clean
 
 help: ## list the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
 	  echo "could not create $(VENV): install Python's venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
-	$(PY) -m pip install -qq --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -qq --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-.venv: $(STAMP) ## create .venv and install requirements.txt
+.venv: $(STAMP) ## create .venv and install requirements-dev.txt (runtime + tools)
 
 install: $(STAMP) ## same as .venv
 
 test: $(STAMP) ## run the whole suite against real Redis and PostgreSQL (started if needed)
 	bash scripts/ensure-services.sh
+	bash scripts/ensure-ops-tools.sh || echo "make test: the alert-rule tests will say what is missing" >&2
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ --ignore=tests/resilience $(ARGS)
-
 resilience: $(STAMP) ## kill, starve and fail real processes; one figure line per scenario (~5 min)
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/resilience $(ARGS)
@@ -51,6 +51,9 @@ bench: $(STAMP) ## run the benchmarks (ARGS=… passed on)
 
 load: $(STAMP) ## run the load test against a running stack
 	bash bench/load.sh
+
+image: ## build the Dockerfile with podman or buildah (IMAGE=…, PYTHON_IMAGE=… passed on)
+	bash scripts/build-image.sh
 
 clean: ## remove the venv, var/ (local database, logs) and caches
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -70,6 +70,11 @@ task_ignore_result = True
 # publish retries on, no task events until Flower asks for them, no task-sent event (which
 # would add a PUBLISH to every webhook's task).
 
+# SIGTERM (Fly's kill_signal) is a warm shutdown: running tasks finish, reserved ones go back.
+# A cold shutdown (a second signal, SIGQUIT) first waits this long for them too: under fly.toml's
+# kill_timeout (30 s), so the worker exits before Fly SIGKILLs it; what is left is journaled.
+worker_soft_shutdown_timeout = 20.0
+
 # Ingest and outbound work in separate queues, so a burst of one never starves the other.
 task_default_queue = "alfred"
 task_routes = {
@@ -101,4 +106,10 @@ beat_schedule = {
     # Archive, anonymise and expire personal data, daily at 02:30 UTC (docs/privacy.md). A day
     # missed is caught up by the next run: each run takes everything past the hot window.
     "pii-lifecycle": {"task": "alfred.pii_lifecycle", "schedule": crontab(minute=30, hour=2)},
+    # The in-app alert notifier (alfred/operations/notifier.py); beat evaluates too, in case
+    # the worker is what stopped. A Redis lock keeps it to one evaluation per period.
+    "evaluate-alerts": {
+        "task": "alfred.evaluate_alerts",
+        "schedule": float(os.environ.get("ALERT_EVALUATE_EVERY_S", "30")),
+    },
 }

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-l", "--loglevel", default="INFO")
     args = parser.parse_args(argv)
     Path(args.schedule).parent.mkdir(parents=True, exist_ok=True)
+    from alfred.operations import exporter
+
+    # Heartbeat, the metrics port if free, and the alert notifier's own evaluation: beat pages
+    # even when the worker (which runs the scheduled evaluation) is what stopped.
+    exporter.start("beat", alerts=True)
     # The same object `celery beat` builds from its options, without the command line.
     celery.Beat(schedule=args.schedule, loglevel=args.loglevel).run()
 

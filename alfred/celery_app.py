@@ -26,6 +26,7 @@ celery = Celery(
         "alfred.media.tasks",
         "alfred.tokens.tasks",
         "alfred.lifecycle.tasks",
+        "alfred.operations.tasks",
     ],
 )
 celery.config_from_object("celeryconfig")

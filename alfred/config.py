@@ -178,6 +178,63 @@ def _secret_or_none(environ: Mapping[str, str], name: str) -> Secret | None:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    """Metrics, alerting and Flower: what the operations side reads (docs/operations.md)."""
+
+    metrics_port: int = 9091
+    # Loopback by default; fly.toml binds the private network (no [service] exposes it).
+    metrics_addr: str = "127.0.0.1"
+    # The `instance` label of the dashboard and the source of PagerDuty events.
+    instance: str = "alfred-home"
+    pagerduty_routing_key: Secret | None = field(default=None, repr=False)
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    alert_window_s: float = 300.0
+    alert_send_failure_ratio: float = 0.10
+    runbook_url: str = "docs/runbook.md"
+    # The in-app notifier, for one machine; off where Prometheus + Alertmanager page instead.
+    alert_notifier: bool = True
+    alert_every_s: float = 30.0
+    # A process whose heartbeat (every 5 s) is older than this is down.
+    heartbeat_stale_s: float = 60.0
+    flower_basic_auth: Secret | None = field(default=None, repr=False)
+    flower_port: int = 5555
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OpsSettings:
+        """Read the operations settings, failing loudly on nonsense."""
+        ratio = _positive(env, "ALERT_SEND_FAILURE_RATIO", "0.10")
+        if ratio > 1:
+            raise ConfigError("ALERT_SEND_FAILURE_RATIO is a share: between 0 and 1")
+        auth = env.get("FLOWER_BASIC_AUTH")
+        if (
+            auth is not None
+            and auth
+            and not all(
+                user and password
+                for user, _, password in (pair.partition(":") for pair in auth.split(","))
+            )
+        ):
+            raise ConfigError("FLOWER_BASIC_AUTH must be user:password[,user:password]")
+        return cls(
+            metrics_port=int(env.get("METRICS_PORT", "9091")),
+            metrics_addr=env.get("METRICS_ADDR", "127.0.0.1"),
+            instance=env.get("ALFRED_INSTANCE", "alfred-home"),
+            pagerduty_routing_key=_secret_or_none(env, "PAGERDUTY_ROUTING_KEY"),
+            pagerduty_events_url=env.get(
+                "PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"
+            ),
+            alert_window_s=_positive(env, "ALERT_WINDOW_S", "300"),
+            alert_send_failure_ratio=ratio,
+            runbook_url=env.get("ALFRED_RUNBOOK_URL", "docs/runbook.md"),
+            alert_notifier=env.get("ALERT_NOTIFIER", "on").lower() not in ("off", "0", "false"),
+            alert_every_s=_positive(env, "ALERT_EVALUATE_EVERY_S", "30"),
+            heartbeat_stale_s=_positive(env, "ALERT_HEARTBEAT_STALE_S", "60"),
+            flower_basic_auth=_secret_or_none(env, "FLOWER_BASIC_AUTH"),
+            flower_port=int(env.get("FLOWER_PORT", "5555")),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the bridge reads from its environment, parsed once."""
 
@@ -208,6 +265,7 @@ class Settings:
     # The HMAC key that turns phone numbers and user ids into stable pseudonyms.
     pii_hash_key: Secret | None = field(default=None, repr=False)
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    ops: OpsSettings = field(default_factory=lambda: OpsSettings.from_env({}))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -264,6 +322,7 @@ class Settings:
             ),
             pii_hash_key=pii_hash_key,
             stream_maxlen=_int(env, "STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN, least=1),
+            ops=OpsSettings.from_env(env),
         )
 
     def tenant_by_phone_number_id(self, phone_number_id: str | None) -> Tenant | None:

@@ -1,15 +1,21 @@
-"""Prometheus metrics, counted where the events happen.
+"""Prometheus metrics, counted where the events happen, and their multiprocess set-up.
 
-With PROMETHEUS_MULTIPROC_DIR set (gunicorn workers, Celery children), every process
-writes to that folder and /metrics aggregates them.
+With PROMETHEUS_MULTIPROC_DIR set (it must be, before this module is imported, in every
+process of a machine: web and its gunicorn workers, the worker, beat, the outbox bridge),
+every process writes its values to files in that folder and the exporter on METRICS_PORT
+(alfred/operations/exporter.py) sums them. Without it, each process counts for itself
+(tests, one-off commands). docs/operations.md, Metrics.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -19,6 +25,8 @@ from prometheus_client import (
 )
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Ingest lag is alerted on at a minute: the buckets must reach past it.
+_LAG = (*_FAST, 30, 60, 120, 300, 900)
 
 WEBHOOK_REQUESTS = Counter(
     "alfred_webhook_requests_total", "POST /webhook answers by outcome", ["outcome"]
@@ -32,7 +40,7 @@ INGEST_EVENTS = Counter(
 INGEST_LATENCY = Histogram(
     "alfred_ingest_latency_seconds",
     "From the webhook's arrival to its events in «alfred-ingest»",
-    buckets=_FAST,
+    buckets=_LAG,
 )
 QUARANTINED = Counter(
     "alfred_quarantined_total", "Inbound events quarantined, by reason", ["reason"]
@@ -41,7 +49,10 @@ JOURNAL_REDRIVES = Counter(
     "alfred_journal_redrives_total", "Journal entries re-published by the sweeper", ["journal"]
 )
 JOURNAL_SIZE = Gauge(
-    "alfred_journal_size", "Journal entries not yet done", ["journal"], multiprocess_mode="max"
+    "alfred_journal_size",
+    "Journal entries not yet done, as the last sweep saw them",
+    ["journal"],
+    multiprocess_mode="mostrecent",
 )
 SENDS = Counter(
     "alfred_sends_total",
@@ -73,15 +84,6 @@ CONVERSATIONS_24H = Gauge(
 )
 
 
-def render() -> tuple[bytes, str]:
-    """Return the exposition text for /metrics, aggregated across processes when configured."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
-
-
 # --- Outbound limits, tier meter and the outbox bridge (alfred/outbound/ratelimit.py,
 # tier.py, bridge.py) ---
 RATE_LIMITED = Counter(
@@ -110,7 +112,16 @@ OUTBOX_RECONNECTS = Counter(
     ["reason"],
 )
 
-# --- Tokens and media (alfred/tokens/, alfred/media/); the same names as ops' alert rules ---
+
+# --- Operations (alfred/operations/): processes, tokens, quality and tier, media, lifecycle,
+# alerts. Names the alert rules (ops/prometheus) and the dashboard (ops/grafana) rely on. ---
+PROCESS_HEARTBEAT = Gauge(
+    "alfred_process_heartbeat_timestamp_seconds",
+    "When each process last said it was alive (Unix time); stale = the process is down",
+    ["process"],
+    # The newest of a process type's pids; a dead pid's stale value loses to its successor's.
+    multiprocess_mode="max",
+)
 TOKEN_EXPIRY = Gauge(
     "alfred_token_expiry_timestamp_seconds",
     "When the tenant's token expires (Unix time, from debug_token); 0 = never",
@@ -122,8 +133,85 @@ TOKEN_ROTATIONS = Counter(
     "Token rotations by tenant and outcome (rotated, failed)",
     ["tenant", "outcome"],
 )
+QUALITY_EVENTS = Counter(
+    "alfred_phone_quality_events_total",
+    "phone_number_quality_update events by tenant and Meta's event (FLAGGED, DOWNGRADE, …)",
+    ["tenant", "event"],
+)
+MESSAGING_LIMIT = Gauge(
+    "alfred_messaging_limit",
+    "The number's messaging limit (business-initiated conversations per 24 h; -1 unlimited)",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+SEND_ERRORS = Counter(
+    "alfred_send_errors_total",
+    "Graph API send errors by tenant and Meta's error code",
+    ["tenant", "code"],
+)
+SEND_RETRIES = Counter(
+    "alfred_send_retries_total",
+    "Sends scheduled for another attempt, by tenant and reason",
+    ["tenant", "reason"],
+)
 MEDIA = Counter(
     "alfred_media_total",
     "Inbound media by tenant and outcome (stored, failed)",
     ["tenant", "outcome"],
 )
+LIFECYCLE = Counter(
+    "alfred_pii_lifecycle_total",
+    "Rows taken through the personal-data lifecycle, by tenant and stage (archived, anonymised)",
+    ["tenant", "stage"],
+)
+ALERT_EVENTS = Counter(
+    "alfred_alert_events_total",
+    "PagerDuty events sent by the in-app notifier, by condition, action and outcome",
+    ["condition", "action", "outcome"],
+)
+
+
+# --- multiprocess set-up ---------------------------------------------------------------------
+
+
+def multiproc_dir() -> Path | None:
+    """Return the folder every process writes its values to, if multiprocess mode is on."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
+def wipe_multiproc_dir(path: Path) -> None:
+    """Empty the folder before a machine's processes start: no value outlives a restart."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead process's live gauges; its counters stay summed (they must not go back)."""
+    if multiproc_dir() is not None:
+        multiprocess.mark_process_dead(pid)
+
+
+class _ThisProcess:
+    """The values of this process alone (no multiprocess folder)."""
+
+    def collect(self):
+        yield from REGISTRY.collect()
+
+
+def registry(*extra) -> CollectorRegistry:
+    """Build a registry of every process's values (or this one's), plus `extra` collectors."""
+    built = CollectorRegistry(auto_describe=False)
+    if multiproc_dir() is not None:
+        multiprocess.MultiProcessCollector(built)
+    else:
+        built.register(_ThisProcess())
+    for collector in extra:
+        built.register(collector)
+    return built
+
+
+def render(*extra) -> tuple[bytes, str]:
+    """Return the exposition text of every process's values, and its content type."""
+    return generate_latest(registry(*extra)), CONTENT_TYPE_LATEST

@@ -22,7 +22,8 @@ fi
 
 export PORT="${PORT:-8080}"
 SIMULATOR_PORT="${SIMULATOR_PORT:-8081}"
-FLOWER_PORT="${FLOWER_PORT:-5555}"
+export FLOWER_PORT="${FLOWER_PORT:-5555}"
+export METRICS_PORT="${METRICS_PORT:-9091}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 
 say() { echo "run: $*" >&2; }
@@ -113,25 +114,36 @@ done
 
 # --- database and metrics --------------------------------------------------------------------
 python -m alfred db upgrade
-# A fresh directory: gunicorn's workers write their metrics here and /metrics sums them.
+# A fresh folder: every process writes its metrics here, and one serves the sum on METRICS_PORT.
 export PROMETHEUS_MULTIPROC_DIR="$VAR/prometheus"
-rm -rf "$PROMETHEUS_MULTIPROC_DIR"
-mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+python -c 'import sys; from pathlib import Path; from alfred.metrics import wipe_multiproc_dir; wipe_multiproc_dir(Path(sys.argv[1]))' "$PROMETHEUS_MULTIPROC_DIR"
+
+# --- Flower's credentials: never open. Dev credentials made once, kept in var/ -------------
+FLOWER_NOTE="(FLOWER_BASIC_AUTH from your environment)"
+if [[ -z "${FLOWER_BASIC_AUTH:-}" ]]; then
+    if [[ ! -s "$VAR/flower-dev-auth" ]]; then
+        (umask 077; printf 'dev:%s\n' "$(python -c 'import secrets; print(secrets.token_urlsafe(12))')" \
+            >"$VAR/flower-dev-auth")
+    fi
+    FLOWER_BASIC_AUTH="$(cat "$VAR/flower-dev-auth")"
+    FLOWER_NOTE="user ${FLOWER_BASIC_AUTH%%:*}, password ${FLOWER_BASIC_AUTH#*:}  (dev credentials, var/flower-dev-auth)"
+fi
+export FLOWER_BASIC_AUTH
 
 # --- the processes ---------------------------------------------------------------------------
 # honcho gives each process its own PORT; pin ours, so every process agrees on the web port.
 PROCFILE="$VAR/Procfile.run"
 {
-    echo "web: PORT=$PORT exec gunicorn wsgi:app --bind 127.0.0.1:$PORT --workers 2 --threads 4 --worker-class gthread --preload"
+    echo "web: PORT=$PORT exec gunicorn -c python:alfred.web.gunicorn_hooks wsgi:app --bind 127.0.0.1:$PORT --workers 2 --threads 4 --worker-class gthread --preload"
     echo "worker: PORT=$PORT exec celery -A alfred.celery_app worker -P threads -c 8 -Q ingest,outbound,alfred --outbox --loglevel INFO"
     echo "beat: PORT=$PORT exec python -m alfred.beat_app --schedule $VAR/celerybeat-schedule --loglevel INFO"
-    echo "flower: PORT=$PORT exec celery -A alfred.celery_app flower --address=127.0.0.1 --port=$FLOWER_PORT"
+    echo "flower: PORT=$PORT FLOWER_ADDRESS=127.0.0.1 exec python -m alfred.operations.flower"
     if [[ -n "$SIMULATE" ]]; then
         echo "simulator: PORT=$PORT exec python -m alfred simulator --host 127.0.0.1 --port $SIMULATOR_PORT"
     fi
 } >"$PROCFILE"
 
-DB="$(python -c 'from alfred.cli import _safe_url, _settings; print(_safe_url(_settings().database_url))')"
+DB="$(python -c 'from alfred import runtime; from alfred.cli.output import safe_url; print(safe_url(runtime.settings().database_url))')"
 # Commands run in another terminal (`python -m alfred send`, `smoke`) need the same settings:
 # with the simulator they are dev values, written here for `. var/dev.env`. Real credentials
 # stay where the developer keeps them (.env), never copied to disk by this script.
@@ -152,8 +164,9 @@ fi
 cat <<EOF
 
 Alfred's WhatsApp bridge, running here (Ctrl-C stops everything):
-  web        http://127.0.0.1:$PORT   /webhook  /healthz  /readyz  /metrics
-  flower     http://127.0.0.1:$FLOWER_PORT
+  web        http://127.0.0.1:$PORT   /webhook  /healthz  /readyz
+  metrics    http://127.0.0.1:$METRICS_PORT/metrics   every process's, summed; /live/<process>
+  flower     http://127.0.0.1:$FLOWER_PORT   $FLOWER_NOTE
 EOF
 if [[ -n "$SIMULATE" ]]; then
     cat <<EOF

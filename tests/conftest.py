@@ -16,6 +16,8 @@ from sqlalchemy import create_engine, text
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 # celeryconfig reads REDIS_URL when first imported: point it at the test database first.
 os.environ["REDIS_URL"] = REDIS_URL
+# No metrics port from the test process's own workers; tests of the port set their own.
+os.environ["METRICS_PORT"] = "0"
 
 from alfred import runtime  # noqa: E402
 from alfred.migrate import upgrade  # noqa: E402

@@ -32,6 +32,7 @@ from alfred.cli.commands import (
     safe_url,
 )
 from alfred.cli.lifecycle import add_lifecycle_commands
+from alfred.cli.operations import add_commands as add_operations_commands
 from alfred.config import ConfigError
 
 # --- the parser ---------------------------------------------------------------------------
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "rotate-key", cmd_rotate_key, "re-encrypt stored tokens with the newest key")
 
     add_lifecycle_commands(sub, _command)
+    add_operations_commands(sub)  # doctor, templates
     return parser
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from alfred import metrics
 from alfred.config import Settings
 from alfred.db import session_scope
-from alfred.ingest import quarantine
+from alfred.ingest import quality, quarantine
 from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.normalise import RejectedEvent, normalise_delivery
 from alfred.ingest.receive import (
@@ -242,6 +242,8 @@ def ingest_bodies(
         ).inc()
         if added:
             metrics.INGEST_LATENCY.observe(max(0.0, now - received_at))
+            if event.event == "phone_number_quality_update":
+                quality.observe(event.tenant_id, event.envelope.get("raw") or {})
     return outcome
 
 

@@ -325,6 +325,9 @@ class Sender:
     ) -> None:
         """Count, store and log one failed call."""
         metrics.SEND_ATTEMPTS.labels(tenant.tenant_id, exc.reason).inc()
+        metrics.SEND_ERRORS.labels(
+            tenant.tenant_id, str(exc.code or exc.http_status or "none")
+        ).inc()
         with session_scope(self.settings.database_url) as session:
             audit.attempt_failed(
                 session,
@@ -368,6 +371,7 @@ class Sender:
                 tenant, message, reason=exc.reason, errors=[exc.as_record()], status="dead_lettered"
             )
         reason = "no_answer" if exc.may_have_been_delivered else exc.reason
+        metrics.SEND_RETRIES.labels(tenant.tenant_id, reason).inc()
         return SendOutcome(
             "retry", retry_in=retry_in(exc, attempt), reason=reason, attempts_made=attempt
         )

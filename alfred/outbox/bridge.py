@@ -34,6 +34,8 @@ MAX_FAILURES_PER_BATCH = 3
 # nothing pending and have not been seen for this long (a live bridge reads every block_ms).
 FORGET_CONSUMER_AFTER_MS = 3_600_000
 FORGET_EVERY_S = 600.0
+# The liveness heartbeat (alfred/operations/exporter.py), from the loop itself.
+HEARTBEAT_EVERY_S = 5.0
 TRIMMED = "entry was trimmed from the stream before it was sent"
 
 
@@ -139,7 +141,13 @@ class OutboxBridge:
     def run_forever(self, stop: threading.Event) -> None:
         """Run batches until `stop` is set, riding out Redis restarts and a lost group."""
         backoff = 0.0
+        next_beat = 0.0
         while not stop.is_set():
+            if time.monotonic() >= next_beat:
+                from alfred.operations import exporter
+
+                exporter.beat("outbox")
+                next_beat = time.monotonic() + HEARTBEAT_EVERY_S
             try:
                 self.run_once()
                 if not self.enqueue_failures:
@@ -265,6 +273,10 @@ class OutboxBridge:
 def run_bridge(stop: threading.Event | None = None) -> None:
     """Run the real bridge until SIGTERM, SIGINT or `stop`, sending through Celery."""
     configure_logging()
+    from alfred.operations import exporter
+
+    # The bridge's loop heartbeats itself (run_forever): alive means reading, not just running.
+    exporter.start("outbox", heartbeat=False)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

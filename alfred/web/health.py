@@ -1,11 +1,11 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness; /metrics is not on the public port (it is on METRICS_PORT)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy import text
 
-from alfred import metrics, runtime
+from alfred import runtime
 from alfred.db import get_engine
 
 bp = Blueprint("health", __name__)
@@ -43,7 +43,6 @@ def readyz() -> tuple[Response, int]:
 
 
 @bp.get("/metrics")
-def prometheus() -> Response:
-    """Expose Prometheus metrics."""
-    body, content_type = metrics.render()
-    return Response(body, content_type=content_type)
+def no_metrics_here() -> tuple[Response, int]:
+    """Answer 404: tenant names and counts are served only on METRICS_PORT, never publicly."""
+    return jsonify(error="not_found", detail="metrics are served on METRICS_PORT only"), 404

@@ -254,6 +254,17 @@ class GraphClient:
         """Submit a template for review; return Meta's id, status and category."""
         return self._request("POST", f"{waba_id}/message_templates", token=token, json=template)
 
+    # --- business management (what `doctor` reads) -------------------------------------------
+
+    def get_node(self, node_id: str, token: Secret, fields: tuple[str, ...] = ()) -> dict:
+        """Return a Graph node (a phone number, a WABA), with only `fields` if given."""
+        params = {"fields": ",".join(fields)} if fields else None
+        return self._request("GET", node_id, token=token, params=params)
+
+    def subscribed_apps(self, waba_id: str, token: Secret) -> list[dict]:
+        """Return the apps subscribed to a WABA's webhooks (empty: none is)."""
+        return self._request("GET", f"{waba_id}/subscribed_apps", token=token).get("data") or []
+
     # --- tokens -----------------------------------------------------------------------------
 
     def debug_token(self, input_token: Secret, app_token: Secret) -> dict:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from alfred.db import session_scope
 from alfred.ingest.receive import decode_record, ingest_journal
+from alfred.metrics import render as render_metrics
 from alfred.models import QuarantinedEvent
 from alfred.streams import INGEST_STREAM
 from tests.conftest import APP_SECRET, PREVIOUS_APP_SECRET, VERIFY_TOKEN
@@ -179,7 +180,9 @@ def test_health_ready_and_metrics(web, redis_client):
     assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok"}
     body = body_of(fixture("text"))
     _post(web, body, signed_headers(body, "wrong"))
-    metrics = web.get("/metrics").get_data(as_text=True)
+    # Counted, and shown on the metrics port only: the public port has no /metrics.
+    assert web.get("/metrics").status_code == 404
+    metrics = render_metrics()[0].decode()
     assert 'alfred_webhook_requests_total{outcome="bad_signature"}' in metrics
 
 
@@ -189,7 +192,7 @@ def test_an_unknown_number_is_named_at_the_edge_and_kept_for_quarantine(web, red
     body = body_of(payload)
     assert _post(web, body, signed_headers(body, APP_SECRET)).status_code == 200
     assert ingest_journal(redis_client).size() == 1  # kept: the worker quarantines it
-    metrics = web.get("/metrics").get_data(as_text=True)
+    metrics = render_metrics()[0].decode()
     assert 'alfred_webhook_requests_total{outcome="unknown_number"}' in metrics
 
 
