@@ -152,7 +152,10 @@ class Notifier:
         if state["status"] == "firing" or view.now - state["since"] < condition.for_s(view):
             return
         if self.events is None:
+            # Said once per incident, not at every evaluation: `doctor` names the missing key.
             log.error("alert.no_routing_key", extra={"dedup_key": key_, "summary": summary})
+            state = {**state, "status": "firing", "summary": summary, "sent_status": None}
+            self.client.hset(STATE_KEY, key_, json.dumps(state))
             return
         delivery = self.events.trigger(
             key_,
@@ -176,7 +179,7 @@ class Notifier:
             self.client.hset(STATE_KEY, key_, json.dumps(state))
 
     def _clear(self, key_: str, state: dict) -> None:
-        if state["status"] == "firing":
+        if state["status"] == "firing" and state.get("sent_status") is not None:
             if self.events is None:
                 return
             if not self.events.resolve(key_).settled:

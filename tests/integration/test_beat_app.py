@@ -69,7 +69,12 @@ def test_schedule_names_the_sweep_task_the_worker_registers():
     from alfred.celery_app import celery as worker
 
     names = {entry["task"] for entry in beat.conf.beat_schedule.values()}
-    assert names == {SWEEP, "alfred.rotate_tokens", "alfred.pii_lifecycle"}
+    assert names == {
+        SWEEP,
+        "alfred.rotate_tokens",
+        "alfred.pii_lifecycle",
+        "alfred.evaluate_alerts",
+    }
     weekly = beat.conf.beat_schedule["rotate-tokens"]["schedule"]
     assert (weekly.minute, weekly.hour, weekly.day_of_week) == ({0}, {3}, {1})
     assert beat.conf.broker_url == worker.conf.broker_url

@@ -185,6 +185,12 @@ def test_400_is_logged_and_not_retried(redis_client, receiver, caplog):
 def test_without_a_routing_key_nothing_is_sent_and_it_says_why(redis_client, caplog):
     pager = Notifier(redis_client, OPS)
     assert pager.events is None
-    firing = pager.evaluate(now=T0, samples=gauge("alfred_phone_quality_rating", 2, tenant="home"))
-    assert firing == {"alfred:home:quality": firing["alfred:home:quality"]}
-    assert any(r.getMessage() == "alert.no_routing_key" for r in caplog.records)
+    for t in (0, 30, 60):
+        firing = pager.evaluate(
+            now=T0 + t, samples=gauge("alfred_phone_quality_rating", 2, tenant="home")
+        )
+    assert list(firing) == ["alfred:home:quality"]
+    said = [r for r in caplog.records if r.getMessage() == "alert.no_routing_key"]
+    assert len(said) == 1  # once per incident, not at every evaluation
+    pager.evaluate(now=T0 + 90, samples=gauge("alfred_phone_quality_rating", 3, tenant="home"))
+    assert redis_client.hlen(STATE_KEY) == 0
