@@ -193,7 +193,7 @@ def service_checks(settings: Settings, redis_client, *, webhook_url: str | None)
 
     def blob_store() -> Check:
         try:
-            from alfred.blobstore import store_for  # type: ignore[import-not-found,unused-ignore]
+            from alfred.blobstore import store_for
         except ImportError:
             return Check("services", "blob store", True, "none in this build", warning=True)
         store = store_for(settings)
@@ -201,7 +201,9 @@ def service_checks(settings: Settings, redis_client, *, webhook_url: str | None)
         store.put_bytes(key, b"doctor")
         found = store.get_bytes(key) == b"doctor"
         store.delete(key)
-        return Check("services", "blob store", found, f"{store.url_for('')} writable and readable")
+        return Check(
+            "services", "blob store", found, f"{settings.blob_store_url} writable and readable"
+        )
 
     def beat() -> Check:
         raw = redis_client.hget(HEARTBEATS_KEY, "beat")
