@@ -42,7 +42,7 @@ def test_a_killed_process_triggers_once_and_resolves_when_back(env, tmp_path, re
             "PAGERDUTY_EVENTS_URL": receiver.url,
             "ALERT_NOTIFIER": "on",
             "ALERT_EVALUATE_EVERY_S": "1",
-            "ALERT_HEARTBEAT_STALE_S": "4",
+            "ALERT_HEARTBEAT_STALE_S": "12",  # heartbeats every 5 s
         },
         tmp_path,
     )
@@ -63,7 +63,7 @@ def test_a_killed_process_triggers_once_and_resolves_when_back(env, tmp_path, re
             timeout=150,
             what="both heartbeating",
         )
-        time.sleep(6)  # several evaluations with both alive
+        time.sleep(14)  # evaluations with both alive, past the stale threshold
         assert receiver.delivered() == []
         stack.signal("outbox", signal.SIGKILL)
         stack.wait("outbox")
