@@ -19,3 +19,12 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
+
+# Metrics and shutdown (alfred/web/gunicorn_hooks.py): each worker heartbeats and may serve the
+# metrics port (never the master, which forks); in-flight requests get 20 s on SIGTERM, under
+# fly.toml's kill_timeout.
+from alfred.web.gunicorn_hooks import (  # noqa: E402
+    child_exit,  # noqa: F401
+    graceful_timeout,  # noqa: F401
+    post_worker_init,  # noqa: F401
+)

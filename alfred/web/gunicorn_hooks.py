@@ -1,4 +1,4 @@
-"""gunicorn hooks and shutdown of the web process: `gunicorn -c python:alfred.web.gunicorn_hooks`.
+"""gunicorn hooks and shutdown of the web process, imported by the repo's gunicorn.conf.py.
 
 The bind, workers and threads stay on the command line (Procfile, fly.toml), where they are
 tuned.

@@ -52,7 +52,7 @@ def gunicorn(port: int) -> list[str]:
         "-m",
         "gunicorn",
         "-c",
-        "python:alfred.web.gunicorn_hooks",
+        "gunicorn.conf.py",
         "wsgi:app",
         "--bind",
         f"127.0.0.1:{port}",
