@@ -41,6 +41,23 @@ def sim_accepted(stack: Stack, prefix: str, limit: int) -> dict[str, float]:
     }
 
 
+def failed_keys(stack: Stack, prefix: str) -> set[str]:
+    """Return the idempotency keys of this run's messages recorded as failed, dead or invalid."""
+    from sqlalchemy import select
+
+    from alfred.db import get_engine
+    from alfred.models import Message
+
+    with get_engine(stack.database_url).connect() as connection:
+        return set(
+            connection.scalars(
+                select(Message.idempotency_key).where(
+                    Message.idempotency_key.like(f"{prefix}%"), Message.status.in_(FINAL)
+                )
+            )
+        )
+
+
 def failed_count(stack: Stack, prefix: str) -> int:
     """Count this run's messages the bridge recorded as failed, dead-lettered or invalid."""
     from sqlalchemy import func, select
