@@ -7,7 +7,7 @@ bounds what one slow or hostile client can hold (docs/inbound.md, Slow clients).
 worker_class = "gthread"
 # Two cores: one process per core, and threads for the time a request waits on Redis.
 workers = 2
-threads = 8
+threads = 4
 # The app is imported once in the master and shared by the forked workers (wsgi.py).
 preload_app = True
 # A worker whose main loop is stuck this long is killed and replaced by the master.

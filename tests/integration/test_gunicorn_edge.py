@@ -18,7 +18,7 @@ from tests.processes import gunicorn
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 BODY_TIMEOUT_S = 2
-# More than gunicorn.conf.py's 2 workers × 8 threads: every thread would be pinned.
+# More than gunicorn.conf.py's 2 workers × 4 threads: every thread would be pinned.
 SLOW_CLIENTS = 20
 
 
