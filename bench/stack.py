@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -124,6 +125,8 @@ class Stack:
         self.database_url = ""
         # One key for every process of the stack, as a fleet shares one (docs/tokens.md).
         self.encryption_key = _fernet_key()
+        # A server database needs the lifecycle's hash key too (docs/privacy.md); one per stack.
+        self.pii_hash_key = secrets.token_hex(32)
         (self.tmp / "prom").mkdir()
         (self.tmp / "var").mkdir()
 
@@ -153,6 +156,9 @@ class Stack:
                 "META_APP_SECRET": APP_SECRET,
                 "META_VERIFY_TOKEN": VERIFY_TOKEN,
                 "ALFRED_ENCRYPTION_KEY": self.encryption_key,
+                "PII_HASH_KEY": self.pii_hash_key,
+                # Flower refuses to start without credentials (alfred/operations/flower.py).
+                "FLOWER_BASIC_AUTH": f"bench:{self.pii_hash_key[:16]}",
                 "ALFRED_TENANTS": json.dumps(TENANTS),
                 "GRAPH_API_URL": self.sim_url,
                 "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "prom"),
@@ -327,6 +333,9 @@ class Stack:
         port = port or (self.web_port if name == "web" and app is None else free_port())
         env = self.env()
         env["PORT"] = str(port)
+        if name == "flower":
+            # The Procfile's flower line reads its port from FLOWER_PORT (operations/flower.py).
+            env["FLOWER_PORT"] = str(port)
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
         line = procfile.command(name, port=port if name != "web" else None, app=app)
         reads = {"worker": "brpop", "outbox": "xreadgroup"}.get(name)
