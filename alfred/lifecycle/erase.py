@@ -11,7 +11,7 @@ from sqlalchemy import delete, or_, select
 
 from alfred.config import Settings
 from alfred.db import session_scope
-from alfred.lifecycle import archive, entries, tables
+from alfred.lifecycle import archive, entries, media, tables
 from alfred.lifecycle.pseudonym import hash_key, pseudonym
 from alfred.models import (
     CustomerWindow,
@@ -20,6 +20,7 @@ from alfred.models import (
     MessageStatus,
     QuarantinedEvent,
     SendAttempt,
+    StoredMedia,
 )
 from alfred.models.base import utcnow
 from alfred.models.lifecycle import DONE, VERIFIED
@@ -73,6 +74,17 @@ def erase(
         done["send_attempts"] = _scrub(
             session, tables.BY_NAME["send_attempts"], attempts.all(), p, dry_run
         )
+        # Their media: the hot blob now; a cold copy when its archive is rewritten below.
+        blobs = session.scalars(
+            select(StoredMedia).where(
+                *_tenant(StoredMedia, tenant), StoredMedia.message_id.in_(wamids)
+            )
+        ).all()
+        media_ids = {row.id for row in blobs}
+        if not dry_run:
+            for row in blobs:
+                media.forget(store, row.blob_url)
+        done["media"] = _scrub(session, tables.BY_NAME["media"], blobs, p, dry_run)
         held = [
             row
             for row in session.scalars(select(QuarantinedEvent).order_by(QuarantinedEvent.id))
@@ -106,7 +118,7 @@ def erase(
         if ids and not dry_run:
             source.delete(client, ids)
     done["archives_rewritten"] = _rewrite_archives(
-        settings, store, forms, p, tenant=tenant, dry_run=dry_run
+        settings, store, forms, p, tenant=tenant, dry_run=dry_run, media_ids=media_ids
     )
     return done
 
@@ -130,7 +142,18 @@ def _all_entries(client: redis.Redis, stream: str):
         start = f"({batch[-1][0].decode()}"
 
 
-def _rewrite_archives(settings, store, forms, p, *, tenant, dry_run) -> int:
+def _tenant(model, tenant: str | None) -> tuple:
+    return (model.tenant_id == tenant,) if tenant is not None else ()
+
+
+def _theirs(record: dict, forms: set[str], media_ids: set[int]) -> bool:
+    # A media record names its message by wamid (base64, not the digits): matched by row id.
+    if record.get("table") == "media" and record.get("id") in media_ids:
+        return True
+    return _mentions(record, forms)
+
+
+def _rewrite_archives(settings, store, forms, p, *, tenant, dry_run, media_ids) -> int:
     with session_scope(settings.database_url) as session:
         query = select(LifecycleArchive).where(LifecycleArchive.state.in_((VERIFIED, DONE)))
         if tenant is not None:
@@ -139,12 +162,16 @@ def _rewrite_archives(settings, store, forms, p, *, tenant, dry_run) -> int:
     rewritten = 0
     for manifest in manifests:
         records = archive.decode(store.get_bytes(manifest.key))
-        changed = [_anonymised(r, p) if _mentions(r, forms) else r for r in records]
+        theirs = [_theirs(r, forms, media_ids) for r in records]
+        changed = [_anonymised(r, p) if t else r for r, t in zip(records, theirs, strict=True)]
         if changed == records:
             continue
         rewritten += 1
         if dry_run:
             continue
+        for record, mine in zip(records, theirs, strict=True):
+            if mine and record.get("table") == "media":
+                media.forget(store, record.get("blob_url"))
         written = archive.write_verified(store, manifest.key, changed)
         with session_scope(settings.database_url) as session:
             row = session.get(LifecycleArchive, manifest.id)
@@ -167,4 +194,6 @@ def _anonymised(record: dict, p) -> dict:
         k: v.isoformat() if hasattr(v, "isoformat") else v
         for k, v in source.scrub(record, p, utcnow()).items()
     }
-    return {**record, **scrubbed}
+    anonymised = {**record, **scrubbed}
+    anonymised.pop("hot_url", None)
+    return anonymised

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from alfred.config import Settings
 from alfred.db import get_engine, session_scope
-from alfred.lifecycle import archive, entries, tables
+from alfred.lifecycle import archive, entries, media, tables
 from alfred.lifecycle.pseudonym import hash_key, pseudonym
 from alfred.models import LifecycleArchive, Message, QuarantinedEvent
 from alfred.models.base import utcnow
@@ -241,8 +241,12 @@ def _finish(ctx: Context, manifest: LifecycleArchive, report: TenantReport, batc
                 "lifecycle.archive_corrupt",
                 extra={"tenant_id": manifest.tenant_id, "archive_id": manifest.id},
             )
+    source = tables.BY_NAME.get(manifest.source)
     if records is None:
         records = _records(ctx, manifest, batch)
+        if source is not None and source.blobs:
+            # Each blob copied cold and its SHA-256 checked before the archive names it.
+            records = media.to_cold(ctx.store, manifest.key, records)
         written = archive.write_verified(ctx.store, manifest.key, records)
         with ctx.transaction("verified") as session:
             row = session.get(LifecycleArchive, manifest.id)
@@ -253,8 +257,10 @@ def _finish(ctx: Context, manifest: LifecycleArchive, report: TenantReport, batc
         report.archives_written += 1
         report.archived[manifest.source] += written.records
         ctx.step("verified")
-    if manifest.source in tables.BY_NAME:
-        source = tables.BY_NAME[manifest.source]
+    if source is not None:
+        if source.blobs:
+            # Before the rows forget them: a run killed here deletes them again, harmlessly.
+            media.drop_hot(ctx.store, records)
         # Computed from the verified archive before the transaction: the lock is the write.
         changes = source.changes(records, ctx.pseudonym)
         with ctx.transaction("anonymise") as session:
@@ -323,6 +329,9 @@ def _expire(ctx: Context, tenant_id: str, report: TenantReport) -> None:
             )
         ).all()
     for manifest in due:
+        source = tables.BY_NAME.get(manifest.source)
+        if source is not None and source.blobs:
+            media.drop_cold(ctx.store, manifest.key)
         ctx.store.delete(manifest.key)
         with ctx.transaction("expire") as session:
             row = session.get(LifecycleArchive, manifest.id)

@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, null, select, update
 from sqlalchemy.orm import Session
 
-from alfred.models import CustomerWindow, Message, MessageStatus, QuarantinedEvent, SendAttempt
+from alfred.models import (
+    CustomerWindow,
+    Message,
+    MessageStatus,
+    QuarantinedEvent,
+    SendAttempt,
+    StoredMedia,
+)
 from alfred.models.base import utcnow
 
 Pseudonym = Callable[[object], str | None]
@@ -28,6 +35,8 @@ class TableSource:
     scrub: Callable[[dict, Pseudonym, datetime], dict] | None
     # Windows are worth nothing once closed for 30 days: archived, then deleted.
     delete_after_archive: bool = False
+    # Rows that point at blobs (media): the blobs move to the cold area with the archive.
+    blobs: bool = False
 
     def column(self, name: str):
         return getattr(self.model, name)
@@ -178,6 +187,12 @@ def _scrub_quarantined(row: dict, p: Pseudonym, now: datetime) -> dict:
     }
 
 
+def _scrub_media(row: dict, p: Pseudonym, now: datetime) -> dict:
+    # The hot blob is gone (its cold copy's URL is in the archive); errors may quote Meta's
+    # answer about the message. Kind, type, size and hash stay: counts and dedupe still work.
+    return {"message_id": p(row["message_id"]), "blob_url": None, "errors": None, "updated_at": now}
+
+
 SOURCES = (
     TableSource("messages", Message, "created_at", "id", _scrub_message),
     TableSource("message_statuses", MessageStatus, "created_at", "id", _scrub_status),
@@ -191,6 +206,7 @@ SOURCES = (
         None,
         delete_after_archive=True,
     ),
+    TableSource("media", StoredMedia, "created_at", "id", _scrub_media, blobs=True),
 )
 BY_NAME = {s.name: s for s in SOURCES}
 # JSON columns take SQL NULL, not the JSON text 'null'.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from alfred.models import (
     MessageStatus,
     QuarantinedEvent,
     SendAttempt,
+    StoredMedia,
 )
 from alfred.streams import INGEST_STREAM, OUTBOUND_GROUP, OUTBOX_STREAM
 
@@ -37,14 +39,28 @@ class Seeded:
     new: list[str] = field(default_factory=list)
     # tag (old|new, tenant, n) -> that person's secrets
     people: dict[str, list[str]] = field(default_factory=dict)
+    # hot blob key -> (old|new, its sha256)
+    blobs: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _ms(at: datetime, n: int) -> str:
     return f"{int(at.timestamp() * 1000) + n}-0"
 
 
-def seed(database_url: str, client, *, per_tenant: int = 3, now: datetime = NOW) -> Seeded:
-    """Plant messages, statuses, attempts, held events, windows and stream entries."""
+def media_key(tenant: str, at: datetime, tag: str) -> str:
+    """The hot blob key media/ writes (alfred/media/service.py's naming)."""
+    return f"media/{tenant}/{at:%Y/%m/%d}/m{tag}.jpg"
+
+
+def seed(
+    database_url: str,
+    client,
+    *,
+    per_tenant: int = 3,
+    now: datetime = NOW,
+    store: BlobStore | None = None,
+) -> Seeded:
+    """Plant messages, statuses, attempts, held events, windows, media and stream entries."""
     seeded = Seeded()
     old, new = now - (NOW - OLD), now - (NOW - NEW)
     rows = []
@@ -139,6 +155,28 @@ def seed(database_url: str, client, *, per_tenant: int = 3, now: datetime = NOW)
                         updated_at=at,
                     ),
                 ]
+                if store is not None:
+                    # The photo's bytes are the person's: they must leave the hot store too.
+                    photo = f"photo{words}".encode()
+                    key = media_key(tenant, at, tag)
+                    seeded.blobs[key] = (label, hashlib.sha256(photo).hexdigest())
+                    rows.append(
+                        StoredMedia(
+                            tenant_id=tenant,
+                            media_id=f"m{tag}",
+                            message_id=wamid_in,
+                            kind="image",
+                            status="stored",
+                            mime_type="image/jpeg",
+                            sha256=hashlib.sha256(photo).hexdigest(),
+                            bytes=len(photo),
+                            blob_url=store.put_bytes(key, photo, content_type="image/jpeg"),
+                            errors=[{"reason": "download_incomplete", "message": f"to {phone}"}],
+                            attempts=2,
+                            created_at=at,
+                            updated_at=at,
+                        )
+                    )
                 envelope = json.dumps({"from": phone, "text": words, "user": f"user{tag}"})
                 outbox = json.dumps(
                     {"tenant_id": tenant, "to": phone, "type": "text", "text": f"outbox{words}"}
@@ -203,7 +241,7 @@ def counts(database_url: str) -> dict:
     """Rows per table and tenant."""
     found = {}
     with session_scope(database_url) as session:
-        for model in (Message, MessageStatus, SendAttempt, QuarantinedEvent):
+        for model in (Message, MessageStatus, SendAttempt, QuarantinedEvent, StoredMedia):
             found[model.__tablename__] = dict(
                 session.execute(
                     select(model.tenant_id, func.count()).group_by(model.tenant_id)

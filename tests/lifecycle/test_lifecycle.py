@@ -24,19 +24,6 @@ from alfred.streams import OUTBOUND_GROUP, OUTBOX_STREAM
 from tests.lifecycle.data import NOW, archived, counts, hot_text, seed, sqlite_file_text
 
 
-@pytest.fixture
-def lifecycle(blob_store_url, env, redis_client):
-    """Seed both tenants and give a function that runs the lifecycle at a time."""
-    settings = runtime.settings()
-    store = store_for(settings)
-    planted = seed(settings.database_url, redis_client)
-
-    def run(now=NOW, **kwargs):
-        return service.run(settings, store=store, client=redis_client, now=now, **kwargs)
-
-    return settings, store, planted, run
-
-
 def _record_ids(records: list[dict]) -> Counter:
     return Counter(
         (r.get("table") or r.get("stream"), r.get("id") or r.get("user_key")) for r in records
@@ -168,7 +155,7 @@ def test_a_run_killed_mid_batch_resumes_and_archives_each_record_once(
 ):
     settings = runtime.settings()
     store = store_for(settings)
-    planted = seed(settings.database_url, redis_client, per_tenant=8)
+    planted = seed(settings.database_url, redis_client, per_tenant=8, store=store)
     environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
     killed = subprocess.run(
