@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench import accounting
 from bench.payloads import inbound_body, sign
 from bench.stack import Stack
 from bench.stats import medians, summary_ms
@@ -196,6 +197,30 @@ def entries_after(client, after: str, prefix: str) -> list[tuple[float, float]]:
     return found
 
 
+def stream_entries(client, after: str, prefix: str) -> list[tuple[str, float]]:
+    """Return (wamid, entry time) of each «alfred-ingest» message entry with `prefix`."""
+    found: list[tuple[str, float]] = []
+    cursor = f"({after}"
+    for _ in range(10_000):  # bounded: 10,000 pages of 1,000
+        page = client.xrange(INGEST_STREAM, min=cursor, count=1000)
+        if not page:
+            break
+        for entry_id, fields in page:
+            payload = json.loads(fields[b"payload"])
+            wamid = str(payload.get("id", ""))
+            if payload.get("event") == "message" and wamid.startswith(prefix):
+                found.append((wamid, int(entry_id.split(b"-")[0]) / 1000))
+        cursor = "(" + page[-1][0].decode()
+    return found
+
+
+def ledger(client, prefix: str, accepted: int, after: str = "0-0") -> dict:
+    """Account for the deliveries a run's web accepted (bench/accounting.py: journal first)."""
+    return accounting.deliveries(
+        client, prefix, accepted, lambda: [w for w, _ in stream_entries(client, after, prefix)]
+    )
+
+
 def wait_entries(
     client, base_len: int, after: str, prefix: str, expected: int, timeout_s: float
 ) -> list:
@@ -285,11 +310,15 @@ def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: floa
         stack.stop("worker")
     stamps = sorted(t for _, t in found)
     span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+    tally = ledger(client, f"wamid.{tag}.", sent.ok)
     return {
         "pool": f"{pool} -c {concurrency}",
         "queued": sent.ok,
         "reached_stream": len(found),
-        "missing": sent.ok - len(found),
+        "pending": tally["pending"],
+        "lost": tally["lost"],
+        "duplicates": tally["duplicates"],
+        "missing": tally["pending"] + tally["lost"],
         "deliveries_per_s": round((len(stamps) - 1) / span, 1) if span else None,
         "worker_start_to_last_s": round(stamps[-1] - started, 2) if stamps else None,
     }
@@ -312,12 +341,17 @@ def paced(stack: Stack, rate: float, duration_s: float, label: str) -> dict:
     at_end = int(client.xlen(INGEST_STREAM)) - base_len
     found = wait_entries(client, base_len, start, f"wamid.{tag}.", sent.ok, timeout_s=30)
     latencies = [max(0.0, entry - received) for received, entry in found]
+    tally = ledger(client, f"wamid.{tag}.", sent.ok, start)
     out = {
         "rate": rate,
         **sent.as_dict(),
         "backlog_at_end": sent.ok - at_end,
         "reached_stream": len(found),
-        "missing": sent.ok - len(found),
+        # Not in the stream when counted: still journaled (pending) or gone (lost).
+        "pending": tally["pending"],
+        "lost": tally["lost"],
+        "duplicates": tally["duplicates"],
+        "missing": tally["pending"] + tally["lost"],
         "stream": summary_ms(latencies),
     }
     out["error_pct"] = round(100 * (sent.non2xx + sent.errors) / max(1, sent.sent), 3)

@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import requests
 
+from bench import accounting
 from bench.payloads import RECIPIENTS, TENANT_IDS, outbound_message, recipient
 from bench.sampling import Ticker, proc_stats
 from bench.stack import TENANTS, Stack
 from bench.stats import percentile, summary_ms
 
-FINAL = ("failed", "dead_lettered", "invalid")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of utime and stime in /proc/<pid>/stat
 
 
@@ -31,53 +31,22 @@ def sim_stats(stack: Stack) -> dict:
     return requests.get(f"{stack.sim_url}/_sim/stats", timeout=5).json()
 
 
-def sim_accepted(stack: Stack, prefix: str, limit: int) -> dict[str, float]:
-    """Return {idempotency key: simulator receive time} of accepted sends with `prefix`."""
-    data = requests.get(
-        f"{stack.sim_url}/_sim/messages", params={"limit": limit}, timeout=30
-    ).json()["data"]
-    return {
-        m["key"]: m["accepted_at"] for m in data if m.get("key") and m["key"].startswith(prefix)
-    }
-
-
-def failed_keys(stack: Stack, prefix: str) -> set[str]:
-    """Return the idempotency keys of this run's messages recorded as failed, dead or invalid."""
-    from sqlalchemy import select
-
-    from alfred.db import get_engine
-    from alfred.models import Message
-
-    with get_engine(stack.database_url).connect() as connection:
-        return set(
-            connection.scalars(
-                select(Message.idempotency_key).where(
-                    Message.idempotency_key.like(f"{prefix}%"), Message.status.in_(FINAL)
-                )
-            )
-        )
+def ledger(stack: Stack, prefix: str, enqueued) -> dict:
+    """Account for a run's sends: sent, failed, pending, lost, duplicated (bench/accounting.py)."""
+    return accounting.sends(stack.redis(), stack.sim_url, stack.database_url, prefix, enqueued)
 
 
 def failed_count(stack: Stack, prefix: str) -> int:
     """Count this run's messages the bridge recorded as failed, dead-lettered or invalid."""
-    from sqlalchemy import func, select
-
-    from alfred.db import get_engine
-    from alfred.models import Message
-
-    with get_engine(stack.database_url).connect() as connection:
-        return int(
-            connection.scalar(
-                select(func.count())
-                .select_from(Message)
-                .where(Message.idempotency_key.like(f"{prefix}%"), Message.status.in_(FINAL))
-            )
-            or 0
-        )
+    return len(accounting.failed_keys(stack.database_url, prefix))
 
 
 def wait_outcomes(stack: Stack, prefix: str, before: dict, expected: int, timeout_s: float) -> None:
-    """Wait until `expected` sends since `before` were accepted or failed, at most timeout_s."""
+    """Wait until `expected` sends since `before` were accepted or failed, at most timeout_s.
+
+    Only a wait: what became of each send is counted by ledger() afterwards, which tells a
+    backlog still draining when the wait ended from a loss.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = sim_stats(stack)["sends"]["accepted"] - before["sends"]["accepted"]
@@ -122,8 +91,8 @@ def run(stack: Stack, label: str, count: int, rate: float | None, timeout_s: flo
     sent = enqueue(messages, rate, deadline_s=count / rate + 10 if rate else timeout_s)
     enqueue_s = time.time() - started
     wait_outcomes(stack, prefix, before, len(sent), timeout_s)
-    accepted = sim_accepted(stack, prefix, limit=len(sent) * 2 + 1000)
-    failed = failed_count(stack, prefix)
+    count = ledger(stack, prefix, [m["idempotency_key"] for m in sent])
+    accepted = count.pop("accepted_at")
     after = sim_stats(stack)
     stamps = sorted(accepted.values())
     span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
@@ -133,16 +102,12 @@ def run(stack: Stack, label: str, count: int, rate: float | None, timeout_s: flo
         if m["idempotency_key"] in accepted
     ]
     rejected = after["sends"]["rejected_total"] - before["sends"]["rejected_total"]
-    duplicates = after["duplicates"]["extra_sends"] - before["duplicates"]["extra_sends"]
     return {
         "mode": f"paced {rate}/s" if rate else "max rate",
-        "enqueued": len(sent),
         "enqueue_per_s": round(len(sent) / enqueue_s, 1) if enqueue_s else None,
-        "accepted": len(accepted),
-        "failed": failed,
+        **count,
+        "accepted": count["sent"],
         "graph_errors": rejected,
-        "duplicates": duplicates,
-        "lost": len(sent) - len(accepted) - failed,
         "sends_per_s": round((len(stamps) - 1) / span, 1) if span else None,
         "enqueue_to_graph": summary_ms(latencies),
     }
@@ -278,8 +243,8 @@ def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: floa
             time.sleep(3 * clock.interval)  # a sample after the last send
     finally:
         stack.stop("worker")
-    accepted = sim_accepted(stack, prefix, limit=len(sent) * 2 + 1000)
-    failed = failed_count(stack, prefix)
+    count = ledger(stack, prefix, [m["idempotency_key"] for m in sent])
+    accepted = count.pop("accepted_at")
     after = sim_stats(stack)
     stamps = sorted(accepted.values())
     whole = window(clock, stamps, stamps[0], stamps[-1]) if stamps else {}
@@ -289,12 +254,9 @@ def drain(stack: Stack, pool: str, concurrency: int, count: int, timeout_s: floa
     return {
         "mode": "drain",
         "pool": f"{pool} -c {concurrency}",
-        "enqueued": len(sent),
-        "accepted": len(accepted),
-        "failed": failed,
+        **count,
+        "accepted": count["sent"],
         "graph_errors": rejected,
-        "duplicates": after["duplicates"]["extra_sends"] - before["duplicates"]["extra_sends"],
-        "lost": len(sent) - len(accepted) - failed,
         "sends_per_s": whole.get("sends_per_s"),
         "steady_sends_per_s": steady.get("sends_per_s"),
         "steady_sends": steady.get("sends"),

@@ -41,6 +41,7 @@ def one_rate(stack: Stack, workers: list[str], rate: int | None, seconds: float)
         "sends_per_s": run["sends_per_s"],
         "accepted": run["accepted"],
         "lost": run["lost"],
+        "pending": run["pending"],
         "duplicates": run["duplicates"],
         "failed": run["failed"],
         "p95_ms": run["enqueue_to_graph"]["p95_ms"],
@@ -81,7 +82,16 @@ def table(report: dict) -> str:
     """Render one line per worker count and rate."""
     row = "{:>7} {:>8} {:>9} {:>9} {:>11} {:>11} {:>8}  {}".format
     lines = [
-        row("workers", "offered", "sends/s", "p95 ms", "worker ms", "stack ms", "PSS MB", "l/d/f")
+        row(
+            "workers",
+            "offered",
+            "sends/s",
+            "p95 ms",
+            "worker ms",
+            "stack ms",
+            "PSS MB",
+            "lost/pending/dup/failed",
+        )
     ]
     for count, steps in report.items():
         for s in steps:
@@ -94,7 +104,7 @@ def table(report: dict) -> str:
                     s["worker_cpu_ms_per_send"],
                     s["stack_cpu_ms_per_send"],
                     s["worker_pss_mb"],
-                    f"{s['lost']}/{s['duplicates']}/{s['failed']}",
+                    f"{s['lost']}/{s.get('pending', 0)}/{s['duplicates']}/{s['failed']}",
                 )
             )
     return "\n".join(lines)

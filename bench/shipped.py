@@ -20,7 +20,6 @@ pair taken together drifts less than two medians taken minutes apart.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -59,23 +58,6 @@ def start(stack: Stack) -> None:
 # -- inbound -------------------------------------------------------------------------------
 
 
-def stream_entries(client, after: str, prefix: str) -> list[tuple[str, float]]:
-    """Return (wamid, entry time) of each «alfred-ingest» message entry with `prefix`."""
-    found: list[tuple[str, float]] = []
-    cursor = f"({after}"
-    for _ in range(10_000):  # bounded: 10,000 pages of 1,000
-        page = client.xrange(inbound.INGEST_STREAM, min=cursor, count=1000)
-        if not page:
-            break
-        for entry_id, fields in page:
-            payload = json.loads(fields[b"payload"])
-            wamid = str(payload.get("id", ""))
-            if payload.get("event") == "message" and wamid.startswith(prefix):
-                found.append((wamid, int(entry_id.split(b"-")[0]) / 1000))
-        cursor = "(" + page[-1][0].decode()
-    return found
-
-
 def ours_inbound(stack: Stack, wrk: str, connections: int, seconds: float, tag: str) -> dict:
     """wrk against the shipped web while the shipped worker ingests: accepted and ingested/s."""
     client = stack.redis()
@@ -91,18 +73,20 @@ def ours_inbound(stack: Stack, wrk: str, connections: int, seconds: float, tag: 
         if time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    found = stream_entries(client, after, f"wamid.{tag}.")
+    found = inbound.stream_entries(client, after, f"wamid.{tag}.")
     ids = {wamid for wamid, _ in found}
     last = max((t for _, t in found), default=started)
+    # wrk counts only the answers it read before its clock stopped; the server may have
+    # accepted a few more, which reach the stream: never a negative loss.
+    tally = inbound.ledger(client, f"wamid.{tag}.", accepted, after)
     return {
         "accepted": accepted,
         "accepted_per_s": run["ok_per_s"],
         "ingested": len(ids),
         "per_s": round(len(ids) / (last - started), 1) if last > started else None,
-        # wrk counts only the answers it read before its clock stopped; the server may have
-        # accepted a few more, which reach the stream: never a negative loss.
-        "lost": max(0, accepted - len(ids)),
-        "duplicates": len(found) - len(ids),
+        "pending": tally["pending"],
+        "lost": tally["lost"],
+        "duplicates": tally["duplicates"],
         "non2xx": run["non2xx"],
         "socket_errors": run["socket_errors"],
         "p99_ms": run["p99_ms"],
@@ -152,6 +136,8 @@ def paired(ours: list[dict], refs: list[dict], **about) -> dict:
         "ratio": round(statistics.median(known), 3) if known else None,
         "ratios": ratios,
         "lost": sum(o.get("lost", 0) for o in ours),
+        # Not yet done when the run's bounded wait ended: a backlog, journaled, not lost.
+        "pending": sum(o.get("pending", 0) for o in ours),
         "duplicates": sum(o.get("duplicates", 0) for o in ours),
         "reference_lost": sum(r.get("lost", 0) for r in refs),
         "ours": ours,
@@ -197,7 +183,6 @@ def reference_outbound(
 ) -> dict:
     """Bare requests clients (processes x sessions) post the same bodies to the simulator."""
     prefix = f"{label}-{int(time.time() * 1000)}"
-    before = outbound.sim_stats(stack)
     items = []
     for i in range(count):
         message = outbound_message(prefix, i)
@@ -210,18 +195,18 @@ def reference_outbound(
     context = multiprocessing.get_context("fork")
     with context.Pool(processes, initializer=signal.signal, initargs=_DEFAULT_TERM) as pool:
         ok = sum(pool.map(_post_share, shares))
-    accepted = outbound.sim_accepted(stack, prefix, limit=count * 2 + 1000)
-    after = outbound.sim_stats(stack)
-    stamps = sorted(accepted.values())
+    # The same count as ours (bench/accounting.py); with no journal, nothing can be pending.
+    tally = outbound.ledger(stack, prefix, [body["biz_opaque_callback_data"] for *_, body in items])
+    stamps = sorted(tally.pop("accepted_at").values())
     span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
     return {
         "clients": f"{processes} processes x {sessions} requests.Session",
         "posted": count,
         "answered_200": ok,
-        "accepted": len(accepted),
+        "accepted": tally["sent"],
         "per_s": round((len(stamps) - 1) / span, 1) if span else None,
-        "lost": count - len(accepted),
-        "duplicates": after["duplicates"]["extra_sends"] - before["duplicates"]["extra_sends"],
+        "lost": tally["lost"],
+        "duplicates": tally["duplicates"],
     }
 
 
@@ -300,9 +285,11 @@ def measure_load(stack: Stack, plan: dict) -> dict:
         "memory": memory,
         "inbound_p95_ms": ib.get("stream", {}).get("p95_ms"),
         "outbound_p95_ms": ob["enqueue_to_graph"]["p95_ms"],
-        "inbound_lost": ib.get("missing"),
+        "inbound_lost": ib.get("lost"),
+        "inbound_pending": ib.get("pending"),
         "inbound_errors": (ib.get("non2xx") or 0) + (ib.get("errors") or 0),
         "outbound_lost": ob["lost"],
+        "outbound_pending": ob["pending"],
         "outbound_failed": ob["failed"],
         "outbound_duplicates": ob["duplicates"],
         "outbound_graph_errors": ob["graph_errors"],
@@ -378,8 +365,9 @@ def table(report: dict) -> str:
                 "< 200 both, 0 errors",
             ),
             row(
-                "  lost in/out | errors in | failed/dup out",
-                f"{ld['inbound_lost']}/{ld['outbound_lost']} | {ld['inbound_errors']} | "
+                "  lost in/out | pending in/out | errors in | failed/dup out",
+                f"{ld['inbound_lost']}/{ld['outbound_lost']} | "
+                f"{ld['inbound_pending']}/{ld['outbound_pending']} | {ld['inbound_errors']} | "
                 f"{ld['outbound_failed']}/{ld['outbound_duplicates']}",
                 "",
                 "",
@@ -392,7 +380,7 @@ def table(report: dict) -> str:
 
 
 def _runs(part: dict) -> str:
-    return f"{part['ratios']} | {part['lost']} | {part['duplicates']}"
+    return f"{part['ratios']} | {part['lost']} ({part['pending']} pending) | {part['duplicates']}"
 
 
 def run(stack: Stack, wrk: str, plan: dict) -> dict:

@@ -22,13 +22,22 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.Response:
-    """GET /_sim/messages?tenant=&key=&limit=: the latest accepted messages, oldest first."""
+    """GET /_sim/messages?tenant=&key=&key_prefix=&limit=: the latest accepted, oldest first.
+
+    key_prefix picks the messages whose idempotency key (biz_opaque_callback_data) starts
+    with it: a bench run's own, however many other messages the simulator has kept.
+    """
     state = sim_of(request).state
     tenant, key = request.query.get("tenant"), request.query.get("key")
+    prefix = request.query.get("key_prefix")
     limit = int(request.query.get("limit", 100))
     picked: list[dict] = []
     for record in reversed(state.messages):
-        if (tenant is None or record["tenant"] == tenant) and (key is None or record["key"] == key):
+        if (
+            (tenant is None or record["tenant"] == tenant)
+            and (key is None or record["key"] == key)
+            and (prefix is None or str(record["key"] or "").startswith(prefix))
+        ):
             picked.append(record)
             if len(picked) >= limit:
                 break

@@ -95,6 +95,10 @@ def test_duplicate_keys_are_reported(sim):
     listed = sim.session.get(f"{sim.url}/_sim/messages", params={"key": "idem-1"}).json()
     assert listed["count"] == 2
     assert listed["data"][0]["body"]["template"]["name"] == "hello_world"
+    # A bench run counts its own keys by prefix, whatever else the simulator kept.
+    sim.send({"to": USER, **HELLO})  # no key at all
+    by_prefix = sim.session.get(f"{sim.url}/_sim/messages", params={"key_prefix": "idem-"})
+    assert [m["key"] for m in by_prefix.json()["data"]] == ["idem-1", "idem-1", "idem-2"]
 
 
 def set_faults(sim, **faults) -> None:
