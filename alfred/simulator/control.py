@@ -45,6 +45,13 @@ async def messages(request: web.Request) -> web.Response:
     return web.json_response({"data": picked, "count": len(picked)})
 
 
+async def refusals(request: web.Request) -> web.Response:
+    """GET /_sim/refusals?key=: sends refused on the request (code, when, whose), oldest first."""
+    key = request.query.get("key")
+    picked = [r for r in sim_of(request).state.refusals if key is None or r["key"] == key]
+    return web.json_response({"data": picked, "count": len(picked)})
+
+
 async def get_faults(request: web.Request) -> web.Response:
     """GET /_sim/faults: the fault settings in force."""
     return web.json_response(sim_of(request).faults.config.to_dict())
@@ -109,6 +116,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/_sim/health", health)
     r.add_get("/_sim/stats", stats)
     r.add_get("/_sim/messages", messages)
+    r.add_get("/_sim/refusals", refusals)
     r.add_get("/_sim/faults", get_faults)
     r.add_post("/_sim/faults", set_faults)
     r.add_post("/_sim/reset", reset)

@@ -57,8 +57,18 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     return await _accept(sim, tenant.tenant_id, body, request.match_info["version"])
 
 
-def _reject(sim: Simulator, tenant_id: str, code: int, **kwargs) -> web.Response:
+def _reject(
+    sim: Simulator, tenant_id: str, code: int, *, body: dict | None = None, user=None, **kwargs
+) -> web.Response:
     sim.state.stats.rejected[tenant_id][code] += 1
+    if body is not None:
+        # Which send was refused, when and for whom: a test counts calls per message and
+        # measures the back-off between them.
+        sim.state.refusals.append(
+            {"at": time.time(), "tenant": tenant_id, "code": code,
+             "key": body.get("biz_opaque_callback_data"),
+             "user_id": getattr(user, "user_id", None), "wa_id": getattr(user, "wa_id", None)}
+        )  # fmt: skip
     return errors.error_response(code, **kwargs)
 
 
@@ -112,19 +122,21 @@ async def _accept(sim: Simulator, tenant_id: str, body: dict, version: str) -> w
         user = state.user(tenant_id, user_id=str(body["recipient"]))
         contact = {"input": body["recipient"], "user_id": user.user_id}
     if not state.take_mps(tenant.phone_number_id, tenant.mps, now):
-        return _reject(sim, tenant_id, 130429)
+        return _reject(sim, tenant_id, 130429, body=body, user=user)
     if not state.take_pair(tenant.phone_number_id, user.user_id, now):
-        return _reject(sim, tenant_id, 131056)
+        return _reject(sim, tenant_id, 131056, body=body, user=user)
     kind = body.get("type", "text")
     category = "service"
     if kind == "template":
         template, details = _template(sim, tenant_id, body)
         if template is None:
-            return _reject(sim, tenant_id, 132001, details=details)
+            return _reject(sim, tenant_id, 132001, body=body, user=user, details=details)
         category = template["category"].lower()
-    injected = faults.error_code() if faults.active else None
+    injected = None
+    if faults.active:
+        injected = faults.recipient_error_code(user.wa_id, user.user_id) or faults.error_code()
     if injected is not None and not errors.lookup(injected).asynchronous:
-        return _reject(sim, tenant_id, injected)
+        return _reject(sim, tenant_id, injected, body=body, user=user)
     wamid = state.new_wamid(user.wa_id or user.user_id)
     in_window = state.window_open(user, time.time())
     record = {

@@ -105,6 +105,8 @@ class SimState:
         self.mps: dict[str, TokenBucket] = {}
         self.pairs: dict[tuple[str, str], TokenBucket] = {}
         self.messages: deque[dict] = deque(maxlen=cfg.max_messages)
+        # Sends refused on the request (throttled, injected, template): when, whose, which key.
+        self.refusals: deque[dict] = deque(maxlen=cfg.max_messages)
         self.by_wamid: dict[str, dict] = {}
         self.inbound_wamids: dict[str, str] = {}  # inbound wamid -> phone_number_id
         self.media: dict[str, dict] = {}

@@ -46,6 +46,10 @@ class StateView:
 
         return self.call(pick)
 
+    def refusals(self) -> list[dict]:
+        """Return the sends refused on the request (copies), oldest first."""
+        return self.call(lambda sim: [dict(r) for r in sim.state.refusals])
+
     def set_faults(self, faults: FaultConfig) -> None:
         """Replace the fault settings."""
         self.call(lambda sim: setattr(sim, "faults", Faults(faults)))

@@ -113,6 +113,22 @@ def test_injected_synchronous_errors(sim, code, status):
     assert r.status_code == status and r.json()["error"]["code"] == code
 
 
+def test_an_injected_error_for_one_recipient_spares_the_others(sim):
+    set_faults(sim, recipient_error_rates={USER.lstrip("+"): {"131056": 1.0}})
+    hot = sim.send({"to": USER, "biz_opaque_callback_data": "hot-1", **HELLO})
+    assert hot.status_code == 400 and hot.json()["error"]["code"] == 131056
+    assert sim.send({"to": "+15551230002", **HELLO}).status_code == 200
+    refusals = sim.session.get(f"{sim.url}/_sim/refusals", params={"key": "hot-1"}).json()
+    (refusal,) = refusals["data"]
+    assert refusal["code"] == 131056 and refusal["wa_id"] == USER.lstrip("+")
+    faults = sim.session.get(f"{sim.url}/_sim/faults").json()
+    assert faults["recipient_error_rates"] == {USER.lstrip("+"): {"131056": 1.0}}
+    bad = sim.session.post(
+        f"{sim.url}/_sim/faults", json={"recipient_error_rates": {"1": {"131056": 2}}}
+    )
+    assert bad.status_code == 400
+
+
 def test_injected_error_rate_is_roughly_the_rate(make_sim):
     sim = make_sim(faults=FaultConfig(error_rates={131000: 0.3}, seed=7), pair_burst=1000)
     codes = [sim.send({"to": USER, **HELLO}).status_code for _ in range(200)]
