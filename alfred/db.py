@@ -7,10 +7,16 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+import redis
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+# Redis or the database out of reach: a batch (ingest, the audit trail) goes back for a retry
+# instead of being written one by one.
+INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
 
 # Longer than any statement the bridge runs (milliseconds), shorter than a stuck one.
 STATEMENT_TIMEOUT_MS = 30_000

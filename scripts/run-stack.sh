@@ -135,7 +135,7 @@ export FLOWER_BASIC_AUTH
 PROCFILE="$VAR/Procfile.run"
 {
     echo "web: PORT=$PORT exec gunicorn -c gunicorn.conf.py wsgi:app --bind 127.0.0.1:$PORT"
-    echo "worker: PORT=$PORT exec celery -A alfred.celery_app worker -P threads -c 8 -Q ingest,outbound,alfred --outbox --loglevel INFO"
+    echo "worker: PORT=$PORT exec python -m alfred.worker_app -P threads -c 8 -Q ingest,outbound,alfred --outbox --loglevel INFO"
     echo "beat: PORT=$PORT exec python -m alfred.beat_app --schedule $VAR/celerybeat-schedule --loglevel INFO"
     echo "flower: PORT=$PORT FLOWER_ADDRESS=127.0.0.1 exec python -m alfred.operations.flower"
     if [[ -n "$SIMULATE" ]]; then

@@ -8,11 +8,10 @@ import redis
 from sqlalchemy.orm import Session
 
 from alfred.config import Settings
-from alfred.db import session_scope
+from alfred.db import INFRASTRUCTURE, session_scope
 from alfred.ingest.service import append_inbound, ingest_body, store
 from alfred.models import QuarantinedEvent
 from alfred.models.base import utcnow
-from alfred.runtime import INFRASTRUCTURE
 from alfred.streams import InboundEvent
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from alfred import metrics
 from alfred.config import Settings
-from alfred.db import session_scope
+from alfred.db import INFRASTRUCTURE, session_scope
 from alfred.ingest import quality, quarantine
 from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.normalise import RejectedEvent, normalise_delivery
@@ -30,7 +30,6 @@ from alfred.ingest.receive import (
 from alfred.ingest.send_failed import send_failed_for_status
 from alfred.media.service import jobs_in, media_journal
 from alfred.messages.store import store_events
-from alfred.runtime import INFRASTRUCTURE
 from alfred.streams import SENT_TTL_S, InboundEvent, IngestStream, append_events, sent_key
 from alfred.windows import open_windows, remember_windows
 

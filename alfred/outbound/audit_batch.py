@@ -18,10 +18,9 @@ from functools import lru_cache
 import redis
 
 from alfred.config import Settings
-from alfred.db import session_scope
+from alfred.db import INFRASTRUCTURE, session_scope
 from alfred.journals.journal import Journal
 from alfred.messages import audit
-from alfred.runtime import INFRASTRUCTURE
 
 log = logging.getLogger(__name__)
 

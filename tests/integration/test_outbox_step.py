@@ -1,4 +1,8 @@
-"""`celery worker --outbox`: the outbox bridge runs on a thread of a real worker subprocess."""
+"""`celery worker --outbox`: the outbox bridge runs on a thread of a real worker subprocess.
+
+Both ways of starting the worker: the Procfile's launcher (`python -m alfred.worker_app`,
+which leaves out the `celery` command's plugins) and `celery -A alfred.celery_app worker`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from sqlalchemy import select
 
 from alfred.config import REPO_ROOT
@@ -17,11 +22,16 @@ from alfred.models import Message
 from alfred.streams import OUTBOUND_GROUP, OUTBOX_STREAM
 from tests.integration.test_ingest_pipeline import wait_for
 
+LAUNCHERS = {
+    "worker_app": ["-m", "alfred.worker_app"],
+    "celery": ["-m", "celery", "-A", "alfred.celery_app", "worker"],
+}
 
-def start_worker(*options: str) -> subprocess.Popen:
+
+def start_worker(*options: str, launcher: str = "worker_app") -> subprocess.Popen:
     """Start the Procfile's kind of worker (threads) with `options`, in its own group."""
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "alfred.celery_app", "worker", "-P", "threads"]
+        [sys.executable, *LAUNCHERS[launcher], "-P", "threads"]
         + ["-c", "2", "-Q", "ingest,outbound,alfred", "--without-gossip", "--without-mingle"]
         + ["-l", "WARNING", *options],
         cwd=REPO_ROOT,
@@ -55,8 +65,9 @@ def bridge_consumers(client, pid: int) -> list[dict]:
     ]
 
 
-def test_a_worker_with_outbox_reads_the_stream_and_sends_what_it_reads(env, redis_client):
-    worker = start_worker("--outbox")
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_worker_with_outbox_reads_the_stream_and_sends_what_it_reads(env, redis_client, launcher):
+    worker = start_worker("--outbox", launcher=launcher)
     try:
         wait_for(lambda: bridge_consumers(redis_client, worker.pid), timeout=60)
         # No recipient: the sender records it as invalid with its reason, making no call, so
