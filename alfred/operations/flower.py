@@ -48,6 +48,22 @@ def protect_metrics() -> None:
             urls.handlers[index] = (spec[0], AuthenticatedMetrics, *spec[2:])
 
 
+def show_the_broker() -> None:
+    """Let Flower's broker page and queue lengths find Redis behind our kombu transport.
+
+    Flower picks its broker client by the URL's scheme, and the Celery connection names our
+    transport (`alfred.broker:Transport://…`, celeryconfig.broker_transport) instead of
+    `redis://`: Flower then answered its broker page and /api/queues/length with 404 "'redis'
+    broker is not supported". The URL it needs is the broker's own, the one Celery was given.
+    """
+    from flower.app import Flower
+
+    def broker_uri_with_password(self) -> str:
+        return str(self.capp.conf.broker_url)
+
+    Flower.broker_uri_with_password = property(broker_uri_with_password)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Refuse, saying why, or run Flower on FLOWER_PORT (and FLOWER_ADDRESS) until stopped."""
     from alfred.config import ConfigError, OpsSettings
@@ -65,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     # multiprocess folder that the metrics port sums.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     protect_metrics()
+    show_the_broker()
     from celery.bin.celery import main as celery_main
 
     address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")
