@@ -20,7 +20,9 @@ from celery.schedules import crontab
 
 from alfred.config import VAR_DIR
 
-broker_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+# REDIS_URL as given: beat's once-per-period keys (alfred/beat_once.py) are set through it.
+alfred_redis_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+broker_url = alfred_redis_url
 # kombu's Redis transport, reusing its redis-py client instead of building one per publish
 # (alfred/broker.py): the URL above still says where Redis is.
 broker_transport = "alfred.broker:Transport"
@@ -89,6 +91,8 @@ worker_hijack_root_logger = False
 
 # Beat's file of last run times lives under var/, never in the repository root.
 beat_schedule_filename = str(VAR_DIR / "celerybeat-schedule")
+# Two beats (two machines) fire each entry once per period, not twice (alfred/beat_once.py).
+beat_scheduler = "alfred.beat_once:OnceScheduler"
 beat_schedule = {
     # Re-drive journal entries whose task was lost (see alfred/journals/).
     "sweep-journals": {"task": "alfred.sweep_journals", "schedule": 10.0},

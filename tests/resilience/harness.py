@@ -155,23 +155,28 @@ class Answer:
 class MetaLikeSender:
     """POST deliveries as Meta does: a non-2xx or no answer is retried at once, then backing off."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0, give_up_after_s: float = 120.0):
-        self.url, self.timeout_s, self.give_up_after_s = url, timeout_s, give_up_after_s
+    def __init__(
+        self, url: str | list[str], timeout_s: float = 5.0, give_up_after_s: float = 120.0
+    ):
+        # Several URLs: several web processes behind no balancer; delivery i goes to i mod n.
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url, self.timeout_s, self.give_up_after_s = self.urls[0], timeout_s, give_up_after_s
         self.answers: list[Answer] = []
         self.accepted: set[str] = set()
         self.abandoned: set[str] = set()
         self.session = requests.Session()
         self._lock = threading.Lock()
 
-    def post(self, wamid: str, body: bytes) -> None:
+    def post(self, wamid: str, body: bytes, url: str | None = None) -> None:
         """Deliver one body until it is answered 200 (or the sender gives up)."""
+        url = url or self.url
         headers = signed_headers(body, APP_SECRET)
         started, delay = time.monotonic(), 0.0
         while time.monotonic() - started < self.give_up_after_s:
             at = time.monotonic()
             try:
                 status = requests.post(
-                    self.url, data=body, headers=headers, timeout=self.timeout_s
+                    url, data=body, headers=headers, timeout=self.timeout_s
                 ).status_code
             except requests.RequestException:
                 status = None
@@ -203,7 +208,7 @@ class MetaLikeSender:
                         return
                     index = queue.pop(0)
                 began = time.monotonic()
-                self.post(*delivery(index, tag))
+                self.post(*delivery(index, tag), url=self.urls[index % len(self.urls)])
                 time.sleep(max(0.0, interval - (time.monotonic() - began)))
 
         pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
