@@ -23,6 +23,10 @@ DEFAULT_TIER_LIMIT = 1000
 DEFAULT_PII_HOT_DAYS, DEFAULT_PII_COLD_DAYS = 30, 90
 # «alfred-ingest» keeps the hot window (the lifecycle trims by age); this caps it meanwhile.
 DEFAULT_STREAM_MAXLEN = 1_000_000
+# Work journaled and not yet done, per journal, before new work is refused: at a few KB a
+# delivery or message, about 100-200 MB of Redis each; at the seed's 50/s, 17 minutes of a
+# stopped worker.
+DEFAULT_MAX_BACKLOG = 50_000
 
 
 class ConfigError(ValueError):
@@ -265,6 +269,11 @@ class Settings:
     # The HMAC key that turns phone numbers and user ids into stable pseudonyms.
     pii_hash_key: Secret | None = field(default=None, repr=False)
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    # Back-pressure: past this many deliveries (or messages) journaled and not yet done, the
+    # webhook answers 503 (Meta retries for 7 days) and send_message refuses new messages, so
+    # a burst or a stopped worker never grows Redis without bound (docs/reliability.md).
+    ingest_max_backlog: int = DEFAULT_MAX_BACKLOG
+    outbound_max_backlog: int = DEFAULT_MAX_BACKLOG
     ops: OpsSettings = field(default_factory=lambda: OpsSettings.from_env({}))
 
     @classmethod
@@ -322,6 +331,8 @@ class Settings:
             ),
             pii_hash_key=pii_hash_key,
             stream_maxlen=_int(env, "STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN, least=1),
+            ingest_max_backlog=_int(env, "WEBHOOK_MAX_BACKLOG", DEFAULT_MAX_BACKLOG, least=1),
+            outbound_max_backlog=_int(env, "OUTBOUND_MAX_BACKLOG", DEFAULT_MAX_BACKLOG, least=1),
             ops=OpsSettings.from_env(env),
         )
 

@@ -10,8 +10,8 @@ from functools import lru_cache
 
 import redis
 
-from alfred.config import Settings
-from alfred.journals.journal import REDRIVE_AFTER_S, Journal
+from alfred.config import DEFAULT_MAX_BACKLOG, Settings
+from alfred.journals.journal import REDRIVE_AFTER_S, BacklogFull, Journal
 
 INGEST_JOURNAL = "ingest"
 # Ids of journaled deliveries waiting for a worker; a task takes a batch of them at once.
@@ -29,7 +29,9 @@ SCHEDULED_TTL_MS = 10_000
 
 # Journal the delivery, list it as ready and, if no task is under way, claim the right to
 # publish one: a single round trip, atomic, so no delivery is listed without a task to take it.
+# Past the cap (ARGV[5]) nothing is written and -1 says so: the webhook answers 503.
 _ACCEPT = """
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[1])
@@ -66,18 +68,23 @@ def accept_delivery(
     received_at: float,
     journal: Journal,
     publish: Callable[[str], object],
+    max_backlog: int = DEFAULT_MAX_BACKLOG,
 ) -> str:
     """Make a delivery durable and see that a worker takes it; raise if Redis refuses.
 
     The delivery is journaled and listed as ready; a task is published only when none is
     queued or draining already (SCHEDULED_KEY). A publish that fails lets go of the claim, so
-    the next delivery publishes again; this one's caller answers 503 and Meta retries.
+    the next delivery publishes again; this one's caller answers 503 and Meta retries. With
+    `max_backlog` deliveries already journaled, nothing is written: BacklogFull.
     """
     delivery_id = uuid.uuid4().hex
     due = time.time() + REDRIVE_AFTER_S
     keys = [journal.records_key, journal.due_key, READY_KEY, SCHEDULED_KEY]
-    args = [delivery_id, encode_record(received_at, body), due, SCHEDULED_TTL_MS]
-    if _accept_script(journal.client)(keys=keys, args=args):
+    args = [delivery_id, encode_record(received_at, body), due, SCHEDULED_TTL_MS, max_backlog]
+    claimed = _accept_script(journal.client)(keys=keys, args=args)
+    if claimed == -1:
+        raise BacklogFull(journal.name, max_backlog)
+    if claimed:
         try:
             publish(delivery_id)
         except Exception:

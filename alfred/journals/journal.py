@@ -26,7 +26,13 @@ REDRIVE_AFTER_S = 30.0
 # reads it off the oldest task still waiting in a queue (waiting_since).
 PUBLISHED_AT = "alfred_published_at"
 
+# ARGV[4], when given, caps the journal: a NEW entry is refused (0) once that many are kept.
+# An entry already journaled (a retry, a re-drive) always passes: refusing it would strand it.
 _ADD = """
+if ARGV[4] and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4])
+    and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 if KEYS[3] then redis.call('RPUSH', KEYS[3], ARGV[1]) end
@@ -39,11 +45,23 @@ return ids
 """
 
 
+class BacklogFull(RuntimeError):
+    """New work refused: the journal already holds its cap of work not yet done."""
+
+    def __init__(self, name: str, limit: int):
+        super().__init__(
+            f"the {name} backlog holds {limit} entries not yet done (its cap): try again later"
+        )
+        self.name = name
+        self.limit = limit
+
+
 class Journal:
     """A Redis hash of records and a sorted set of when each is due to be re-driven."""
 
     def __init__(self, client: redis.Redis, name: str):
         self.client = client
+        self.name = name
         self.records_key = f"alfred:journal:{name}:records"
         self.due_key = f"alfred:journal:{name}:due"
         self._claim = client.register_script(_CLAIM_DUE)
@@ -58,11 +76,13 @@ class Journal:
         client=None,
         also_push_to: str | None = None,
         now: float | None = None,
+        max_backlog: int | None = None,
     ) -> None:
         """Keep a record; it is re-driven if still here `due_in` seconds from now.
 
         With `also_push_to`, the id is appended to that list in the same atomic step. With a
-        pipeline as `client`, the writes are queued on it instead.
+        pipeline as `client`, the writes are queued on it instead. With `max_backlog`, a new
+        entry is refused (BacklogFull) once the journal holds that many.
         """
         due = (time.time() if now is None else now) + due_in
         if client is not None:
@@ -74,7 +94,9 @@ class Journal:
         # One script, not a MULTI pipeline: a redis-py pipeline costs more to build than the
         # round trip it saves, and this runs on every webhook.
         keys = [self.records_key, self.due_key] + ([also_push_to] if also_push_to else [])
-        self._add(keys=keys, args=[entry_id, record, due])
+        cap = [] if max_backlog is None else [max_backlog]
+        if not self._add(keys=keys, args=[entry_id, record, due, *cap]):
+            raise BacklogFull(self.name, int(max_backlog or 0))
 
     def get(self, entry_id: str) -> bytes | None:
         """Return a record, or None once it is done."""
@@ -117,7 +139,13 @@ class Journal:
 
 
 def journal_for_publish(
-    journal: Journal, entry_id: str, record: bytes | str, options: dict, *, redrive_after_s: float
+    journal: Journal,
+    entry_id: str,
+    record: bytes | str,
+    options: dict,
+    *,
+    redrive_after_s: float,
+    max_backlog: int | None = None,
 ) -> dict:
     """Journal a task's record before it is published; return its publish options, stamped.
 
@@ -127,7 +155,7 @@ def journal_for_publish(
     """
     now = time.time()
     due_in = float(options.get("countdown") or 0) + redrive_after_s
-    journal.add(entry_id, record, due_in=due_in, now=now)
+    journal.add(entry_id, record, due_in=due_in, now=now, max_backlog=max_backlog)
     return {**options, "headers": {**(options.get("headers") or {}), PUBLISHED_AT: now}}
 
 

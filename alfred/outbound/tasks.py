@@ -68,6 +68,9 @@ class JournaledSend(Task):
                 json.dumps(message, ensure_ascii=False),
                 options,
                 redrive_after_s=REDRIVE_AFTER_S,
+                # A new message past the cap raises BacklogFull to the caller (back-pressure);
+                # a retry or a re-drive is already journaled and always goes.
+                max_backlog=runtime.settings().outbound_max_backlog,
             )
             args, kwargs = [message], {}
             # What Flower and the worker's log show of the task: the message names its user

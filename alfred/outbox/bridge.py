@@ -21,6 +21,7 @@ from collections.abc import Callable
 import redis
 
 from alfred import metrics, runtime
+from alfred.journals.journal import BacklogFull
 from alfred.logs import configure_logging
 from alfred.outbound.tasks import send_message, sender
 from alfred.streams import OUTBOUND_GROUP, OUTBOX_STREAM
@@ -236,6 +237,15 @@ class OutboxBridge:
                 self.enqueue(message)
             except (redis.ConnectionError, redis.TimeoutError):
                 raise
+            except BacklogFull as exc:
+                # Back-pressure: the senders are behind. The rest of the batch would be refused
+                # too: stop, back off, and read our own pending entries again first (not only
+                # after claim_idle_ms). The stream holds what waits.
+                metrics.OUTBOX_ENTRIES.labels("backlog_full").inc()
+                log.warning("outbox.backlog_full", extra={"entry_id": entry_id, "limit": exc.limit})
+                self._pending_cursor = "0"
+                failures = max(failures, 1)
+                break
             except Exception:
                 # Not acked: the entry stays pending and is claimed again once idle.
                 metrics.OUTBOX_ENTRIES.labels("enqueue_failed").inc()

@@ -15,6 +15,7 @@ from alfred.ingest import quarantine
 from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.receive import accept_delivery, ingest_journal, tenants_at_the_edge
 from alfred.ingest.tasks import publish_ingest
+from alfred.journals.journal import BacklogFull
 from alfred.web.body import BodyRefused, read_body
 from alfred.whatsapp.signature import verify
 
@@ -120,7 +121,14 @@ def receive() -> Response:
             received_at=received_at,
             journal=ingest_journal(runtime.redis_client()),
             publish=publish_ingest,
+            max_backlog=settings.ingest_max_backlog,
         )
+    except BacklogFull as exc:
+        # Back-pressure: the workers are this far behind. Meta keeps the delivery and retries
+        # it (for up to 7 days), which is cheaper than holding it here without bound.
+        response = _refuse(503, "backlog_full", str(exc), limit=exc.limit)
+        response.headers["Retry-After"] = "30"
+        return response
     except Exception as exc:  # Redis or the broker: Meta must retry, so never answer 200.
         return _refuse(503, "unavailable", f"could not enqueue: {type(exc).__name__}")
     metrics.WEBHOOK_REQUESTS.labels("accepted").inc()
