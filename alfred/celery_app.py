@@ -10,6 +10,7 @@ from celery import Celery
 from celery.signals import setup_logging, worker_init
 
 from alfred.config import REPO_ROOT
+from alfred.journals.tasks import install as install_reconnect_sweep
 from alfred.logs import configure_celery_logging
 from alfred.outbox.worker_step import install as install_outbox_step
 
@@ -34,6 +35,7 @@ app = celery
 # The worker's logs, Celery's own included, as the same JSON lines as every other process.
 setup_logging.connect(configure_celery_logging)
 install_outbox_step(celery)  # `celery worker --outbox` runs the outbox bridge on a thread
+install_reconnect_sweep(celery)  # a worker that loses Redis re-drives what it held, once back
 
 
 @worker_init.connect

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
+import redis
 import requests
 
 from alfred.config import REPO_ROOT
@@ -30,28 +32,24 @@ def wait_until_ready(url: str, process: subprocess.Popen | None = None, limit_s=
 
 
 def start_gunicorn(
-    extra_env: dict | None = None, *options: str, port: int | None = None
+    extra_env: dict | None = None,
+    *options: str,
+    port: int | None = None,
+    log: Path | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """Start the web process as production does (gunicorn.conf.py); return it and its URL."""
+    """Start the web process as production does (gunicorn.conf.py); return it and its URL.
+
+    With `log`, its output is appended to that file (kept for a failing test to show).
+    """
     port = port or free_port()
-    process = subprocess.Popen(
+    process = spawn(
         [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "wsgi:app",
-            "--bind",
-            f"127.0.0.1:{port}",
-            *options,
+            sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app",
+            "--bind", f"127.0.0.1:{port}", *options,
         ],
-        cwd=REPO_ROOT,
-        env={**os.environ, **(extra_env or {})},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        extra_env,
+        log,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{url}/healthz", process)
@@ -59,6 +57,53 @@ def start_gunicorn(
         stop(process)
         raise
     return process, url
+
+
+def spawn(argv: list[str], extra_env: dict | None, log: Path | None) -> subprocess.Popen:
+    """Start a process of the stack in the repository, in its own process group.
+
+    Its output (stdout and stderr) is appended to `log` when one is given, else discarded.
+    """
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") if log is not None else open(os.devnull, "wb") as output:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env={**os.environ, **(extra_env or {})},
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+WORKER_CONCURRENCY = 4
+
+
+def start_worker(
+    extra_env: dict | None = None,
+    pool: str = "threads",
+    concurrency: int = WORKER_CONCURRENCY,
+    *,
+    log: Path | None = None,
+    level: str = "WARNING",
+) -> subprocess.Popen:
+    """Start `celery worker` (threads, as the Procfile) in its own process group."""
+    return spawn(
+        [
+            sys.executable, "-m", "celery", "-A", "alfred.celery_app", "worker",
+            "-P", pool, "-c", str(concurrency), "-Q", "ingest,outbound,alfred",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", level,
+        ],
+        extra_env,
+        log,
+    )  # fmt: skip
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL a process and all its group at once: no warm shutdown, no acks."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(10)
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -81,3 +126,59 @@ def gunicorn(extra_env: dict | None = None, *options: str):
         yield url
     finally:
         stop(process)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, with AOF; killable and restartable."""
+
+    def __init__(self, directory: Path, fsync: str = "everysec"):
+        self.directory = directory
+        self.port = free_port()
+        self.fsync = fsync
+        self.process: subprocess.Popen | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        self.process = subprocess.Popen(
+            [
+                "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
+                "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction",
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("the private redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL it, as the OOM killer or a crashed host would."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def consuming(client: redis.Redis, limit_s: float = 60.0) -> None:
+    """Wait until a Celery worker consumes from this Redis database (its BRPOP blocks there)."""
+    db = str(client.connection_pool.connection_kwargs.get("db", 0))
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if any(c.get("cmd") == "brpop" and c.get("db") == db for c in client.client_list()):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no worker consumed from Redis within {limit_s} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -120,9 +121,12 @@ def process_delivery(delivery_id: str, *, settings: Settings, client: redis.Redi
             log.exception("ingest.batch_failed", extra={"deliveries": len(batch)})
             outcome, done = _one_by_one(batch, settings=settings, client=client)
     except INFRASTRUCTURE:
-        # A lock timeout or a dropped connection: hand the batch back for the retry (if Redis
-        # itself is gone, the journal keeps them and the sweeper re-drives them).
-        client.lpush(READY_KEY, *reversed([i for i, _ in batch]))
+        # A lock timeout or a dropped connection: hand the batch back for the retry. If Redis
+        # itself is gone the hand-back fails too, and the error raised is still the first one:
+        # the journal keeps the batch, and the worker re-drives it once Redis is back
+        # (journals.tasks.SweepOnReconnect), or the sweeper when it falls due.
+        with contextlib.suppress(redis.RedisError):
+            client.lpush(READY_KEY, *reversed([i for i, _ in batch]))
         raise
     journal.done_many(done)
     return outcome

@@ -6,17 +6,13 @@ real mechanism (a restarted worker re-drives the journals at once), timed with a
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 from sqlalchemy import select
 
-from alfred.config import REPO_ROOT
 from alfred.db import session_scope
 from alfred.ingest.receive import ingest_journal
 from alfred.models import Message, SendAttempt
@@ -27,48 +23,9 @@ from tests.conftest import APP_SECRET, _simulator_config
 from tests.helpers import body_of, fixture, signed_headers
 from tests.integration.test_ingest_pipeline import stream_entries, wait_for
 from tests.integration.test_send_pipeline import open_window
+from tests.processes import WORKER_CONCURRENCY, kill, start_worker
 
 RECOVERY_LIMIT_S = 60.0
-WORKER_CONCURRENCY = 4
-
-
-def start_worker(
-    extra_env: dict | None = None, pool: str = "threads", concurrency: int = WORKER_CONCURRENCY
-) -> subprocess.Popen:
-    """Start `celery worker` (threads, as the Procfile) in its own process group."""
-    env = {**os.environ, **(extra_env or {})}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "alfred.celery_app",
-            "worker",
-            "-P",
-            pool,
-            "-c",
-            str(concurrency),
-            "-Q",
-            "ingest,outbound,alfred",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "WARNING",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def kill(worker: subprocess.Popen) -> None:
-    """SIGKILL the worker and all its children at once: no warm shutdown, no acks."""
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait(10)
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +15,17 @@ import redis
 import requests
 
 from alfred.config import REPO_ROOT
-from tests.conftest import APP_SECRET, free_port
+from alfred.ingest.receive import READY_KEY
+from tests.conftest import APP_SECRET
 from tests.helpers import body_of, fixture, signed_headers
+from tests.processes import (  # noqa: F401 - PrivateRedis: the scenarios' Redis
+    PrivateRedis,
+    consuming,
+    kill,
+    start_gunicorn,
+    start_worker,
+    stop,
+)
 
 REPORT_FILE = REPO_ROOT / "var" / "resilience-report.txt"
 REPORT: list[str] = []
@@ -51,51 +60,6 @@ class Figures:
         REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
         with REPORT_FILE.open("a", encoding="utf-8") as handle:
             handle.write(time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime()) + self.line() + "\n")
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, with AOF; killable and restartable."""
-
-    def __init__(self, directory: Path, fsync: str = "everysec"):
-        self.directory = directory
-        self.port = free_port()
-        self.fsync = fsync
-        self.process: subprocess.Popen | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        self.process = subprocess.Popen(
-            [
-                "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-                "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction",
-            ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("the private redis-server did not start")
-
-    def kill(self) -> None:
-        """SIGKILL it, as the OOM killer or a crashed host would."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -222,6 +186,106 @@ def stream_ids(client: redis.Redis, stream: str = "alfred-ingest") -> list[str]:
     return [json.loads(fields[b"payload"])["id"] for _, fields in client.xrange(stream)]
 
 
+def stream_events(client: redis.Redis, stream: str = "alfred-ingest") -> list[tuple]:
+    """Every entry's identity as the dedupe sees it, in order, duplicates kept: (event, id) and,
+    for a status, which status (one wamid has sent, delivered, read: three events)."""
+    events = []
+    for _, fields in client.xrange(stream):
+        envelope = json.loads(fields[b"payload"])
+        events.append((envelope["event"], envelope["id"], envelope.get("status")))
+    return events
+
+
 def env_for(redis_url: str, base: dict) -> dict:
     """The environment of a subprocess pointed at this Redis."""
     return {**os.environ, **base, "REDIS_URL": redis_url}
+
+
+# Every journal (alfred/*/tasks.py register them) and every queue of the worker (celeryconfig).
+JOURNALS = ("ingest", "outbound", "audit", "read", "media")
+QUEUES = ("ingest", "outbound", "alfred")
+
+
+def pending(client: redis.Redis) -> dict[str, int]:
+    """What is left to do, by place: journals, the ingest ready list, Celery's queues (non-zero)."""
+    counts = {f"journal:{name}": client.zcard(f"alfred:journal:{name}:due") for name in JOURNALS}
+    counts["ingest-ready"] = client.llen(READY_KEY)
+    counts.update({f"queue:{queue}": client.llen(queue) for queue in QUEUES})
+    return {place: count for place, count in counts.items() if count}
+
+
+def wait(predicate, limit_s: float, every_s: float = 0.1) -> bool:
+    """Poll until predicate() is true or the limit passes; say which."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return False
+
+
+class Stack:
+    """The bridge's own processes for one scenario: gunicorn and Celery workers, each logging to
+    a file under `directory` (kept by pytest's tmp_path, and quoted when a scenario fails)."""
+
+    def __init__(self, directory: Path, env: dict | None = None):
+        self.directory, self.env = directory, dict(env or {})
+        self.web: subprocess.Popen | None = None
+        self.url = ""
+        self.workers: list[subprocess.Popen] = []
+
+    def start_web(self, port: int | None = None) -> str:
+        """Start gunicorn (gunicorn.conf.py), on `port` if given (a restart); return its URL."""
+        self.web, self.url = start_gunicorn(self.env, port=port, log=self.directory / "web.log")
+        return self.url
+
+    def start_worker(self, **extra_env: str) -> subprocess.Popen:
+        """Start a Celery worker (threads, as the Procfile); it joins the list of workers."""
+        worker = start_worker(
+            {**self.env, **extra_env}, log=self.directory / "worker.log", level="INFO"
+        )
+        self.workers.append(worker)
+        return worker
+
+    @property
+    def worker(self) -> subprocess.Popen:
+        """The worker started last."""
+        return self.workers[-1]
+
+    def pids(self) -> dict[str, int]:
+        """The process trees to sample for RSS."""
+        pids = {"web": self.web.pid} if self.web else {}
+        if self.workers:
+            pids["worker"] = self.worker.pid
+        return pids
+
+    def log_tail(self, name: str = "worker", chars: int = 3000) -> str:
+        """The end of a process's log, for a failure's message."""
+        path = self.directory / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the web and kill every worker still running."""
+        if self.web is not None:
+            stop(self.web)
+        for worker in self.workers:
+            if worker.poll() is None:
+                kill(worker)
+
+
+@contextmanager
+def running_stack(directory: Path, env: dict | None = None, *, web: bool = True):
+    """Run the web (if asked) and one worker for the block, the worker consuming; stop them after.
+
+    `env` is given to every process (REDIS_URL for a private Redis, …) on top of the test's.
+    """
+    stack = Stack(directory, env)
+    try:
+        if web:
+            stack.start_web()
+        stack.start_worker()
+        redis_url = stack.env.get("REDIS_URL") or os.environ["REDIS_URL"]
+        consuming(redis.Redis.from_url(redis_url))
+        yield stack
+    finally:
+        stack.stop()

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.test_worker_kill import kill, start_worker
-from tests.processes import start_gunicorn, stop
+from tests.processes import kill, start_gunicorn, start_worker, stop
 from tests.resilience.harness import Figures, MetaLikeSender, PeakRss, stream_ids
 
 pytestmark = [
