@@ -20,9 +20,12 @@ from celery.schedules import crontab
 
 from alfred.config import VAR_DIR
 
-# REDIS_URL as given: beat's once-per-period keys (alfred/beat_once.py) are set through it.
-alfred_redis_url = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-broker_url = alfred_redis_url
+# REDIS_URL as given: beat's once-per-period keys (alfred/beat_once.py) are set through it. The
+# name says SECRET so that Celery masks it wherever it shows the configuration: `inspect conf`,
+# which Flower's worker page calls, masks only names like that and the broker's own URL, and a
+# password in REDIS_URL would be shown (tests/security/test_no_open_doors.py).
+alfred_redis_url_secret = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+broker_url = alfred_redis_url_secret
 # kombu's Redis transport, reusing its redis-py client instead of building one per publish
 # (alfred/broker.py): the URL above still says where Redis is.
 broker_transport = "alfred.broker:Transport"

@@ -45,7 +45,7 @@ class OnceScheduler(PersistentScheduler):
 
     def apply_entry(self, entry, producer=None):
         try:
-            client = get_redis(self.app.conf.alfred_redis_url)
+            client = get_redis(self.app.conf.alfred_redis_url_secret)
             mine = client.set(KEY_PREFIX + entry.name, self.beat_id, nx=True, px=hold_ms(entry))
         except redis.RedisError as exc:
             # Redis is the broker too: a publish now would fail the same way.

@@ -15,7 +15,7 @@ def _app(redis_url: str) -> Celery:
     app = Celery("beat-once-test")
     app.config_from_object("celeryconfig")
     app.conf.broker_url = redis_url
-    app.conf.alfred_redis_url = redis_url
+    app.conf.alfred_redis_url_secret = redis_url
     return app
 
 
