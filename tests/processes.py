@@ -88,10 +88,10 @@ def start_worker(
     log: Path | None = None,
     level: str = "WARNING",
 ) -> subprocess.Popen:
-    """Start `celery worker` (threads, as the Procfile) in its own process group."""
+    """Start the worker as the Procfile does (threads), in its own process group."""
     return spawn(
         [
-            sys.executable, "-m", "celery", "-A", "alfred.celery_app", "worker",
+            sys.executable, "-m", "alfred.worker_app",  # the Procfile's launcher
             "-P", pool, "-c", str(concurrency), "-Q", "ingest,outbound,alfred",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", level,
         ],

@@ -28,8 +28,7 @@ import requests
 from alfred.config import REPO_ROOT
 from tests.conftest import APP_SECRET, PII_HASH_KEY, TENANTS, VERIFY_TOKEN, free_port
 from tests.helpers import body_of, fixture, signed_headers
-from tests.integration.test_worker_kill import kill, start_worker
-from tests.processes import start_gunicorn, stop
+from tests.processes import kill, start_gunicorn, start_worker, stop
 
 pytestmark = [
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
