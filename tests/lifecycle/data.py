@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -219,17 +221,29 @@ def hot_text(database_url: str, client) -> str:
     return "\n".join(parts)
 
 
+# Run in a child process: closing any descriptor of the database file drops every POSIX lock
+# this process holds on it, SQLite's own included ("How To Corrupt An SQLite Database File",
+# 2.2). Read here, a worker subprocess closing its last connection afterwards would think it
+# the last user of the file and delete the -wal and -shm under this process's open connections
+# (docs/reliability.md: the disk I/O error of the shared SQLite file).
+_READ_FILES = """
+import sys
+for path in sys.argv[1:]:
+    try:
+        with open(path, "rb") as handle:
+            sys.stdout.buffer.write(handle.read())
+    except FileNotFoundError:
+        pass
+"""
+
+
 def sqlite_file_text(database_url: str) -> str:
     """The raw bytes of a SQLite database file and its WAL, as text (free pages included)."""
     path = database_url.removeprefix("sqlite:///")
-    data = b""
-    for suffix in ("", "-wal"):
-        try:
-            with open(path + suffix, "rb") as handle:
-                data += handle.read()
-        except FileNotFoundError:
-            pass
-    return data.decode("latin-1")
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_FILES, path, path + "-wal"], capture_output=True, check=True
+    )
+    return done.stdout.decode("latin-1")
 
 
 def archived(store: BlobStore) -> list[dict]:

@@ -17,7 +17,6 @@ from alfred import runtime
 from alfred.config import Secret
 from alfred.db import session_scope
 from alfred.logs import JsonFormatter
-from alfred.migrate import upgrade
 from alfred.models import TenantToken
 from alfred.simulator.faults import FaultConfig
 from alfred.tokens.store import save_token
@@ -96,19 +95,6 @@ def _redis_text(client) -> str:
         elif kind == b"stream":
             parts.append(repr(client.xrange(key)))
     return "\n".join(parts)
-
-
-@pytest.fixture
-def sqlite_url(tmp_path) -> str:
-    """Give this test a migrated SQLite file of its own, not the run's shared one.
-
-    On the shared file, after the earlier suites' worker subprocesses had used it, this test's
-    first read failed with "disk I/O error" in every full run (its -shm file was gone under an
-    open connection); not diagnosed further (docs/reliability.md). Alone it always passed.
-    """
-    url = f"sqlite:///{tmp_path / 'alfred.db'}"
-    upgrade(url)
-    return url
 
 
 @pytest.fixture
