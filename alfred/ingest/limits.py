@@ -131,6 +131,8 @@ def unstorable(value: object) -> str | None:
     A JSON escape can spell what UTF-8 cannot encode (a lone surrogate, "\\udc00") and what
     PostgreSQL refuses in text and jsonb ("\\u0000"); an old journal may hold NaN.
     """
+    if _plainly_storable(value):
+        return None
     for path, item in _walk(value, ""):
         where = ascii(path)[1:-1][:120]
         if isinstance(item, str):
@@ -144,6 +146,22 @@ def unstorable(value: object) -> str | None:
         elif isinstance(item, float) and not math.isfinite(item):
             return f"{where} is {item}, which JSON cannot express"
     return None
+
+
+def _plainly_storable(value: object) -> bool:
+    """Say, in C, that a value is storable: the usual case, without naming a path per item.
+
+    json's C encoder refuses NaN and Infinity (allow_nan=False), UTF-8 refuses a lone
+    surrogate, and a NUL comes out as the escape \\u0000. A text that holds those six
+    characters itself (a backslash before "u0000") also has them in the encoding: that, and
+    anything the encoder refuses, goes to the walk, which tells them apart and names the path.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        return False
+    return "\\u0000" not in text
 
 
 def storable_copy(value: object) -> object:
