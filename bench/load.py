@@ -59,8 +59,10 @@ def locust_rows(prefix: Path) -> dict[str, dict]:
     return rows
 
 
-def run_locust(stack: Stack, rate: int, duration: int, tag: str) -> tuple[dict, dict[str, float]]:
-    """Run Locust headless against the stack; return its stats and the enqueue times."""
+def run_locust(
+    stack: Stack, rate: int, duration: int, tag: str
+) -> tuple[dict, dict[str, list[float]]]:
+    """Run Locust headless against the stack; return its stats and, per send, [call, return]."""
     prefix = stack.tmp / "locust"
     keys = stack.tmp / "enqueued.json"
     env = stack.env()
@@ -94,12 +96,12 @@ def run_locust(stack: Stack, rate: int, duration: int, tag: str) -> tuple[dict, 
         stack.stop("locust")
         raise
     stack.procs.pop("locust", None)
-    enqueued = json.loads(keys.read_text()) if keys.exists() else {}
-    return locust_rows(prefix), enqueued
+    times = json.loads(keys.read_text()) if keys.exists() else {}
+    return locust_rows(prefix), times
 
 
 def end_to_end(
-    stack: Stack, tag: str, inbound_ok: int, enqueued: dict[str, float], drain_timeout_s: float
+    stack: Stack, tag: str, inbound_ok: int, times: dict[str, list[float]], drain_timeout_s: float
 ) -> dict:
     """Wait (bounded) for the stack to drain what the load left, then count both directions.
 
@@ -125,6 +127,7 @@ def end_to_end(
     drain = accounting.wait_drained(
         client, progress, timeout_s=drain_timeout_s, extra_busy=statuses_due
     )
+    enqueued = {key: when[0] for key, when in times.items()}
     sends = outbound.ledger(stack, f"{tag}-", enqueued)
     accepted = sends.pop("accepted_at")
     delivered = accounting.deliveries(
@@ -141,6 +144,8 @@ def end_to_end(
     )
     stats = outbound.sim_stats(stack)
     send_lat = [accepted[k] - t for k, t in enqueued.items() if k in accepted]
+    # From the moment apply_async returned (the task in Redis): the bridge's own share.
+    published_lat = [accepted[k] - w[1] for k, w in times.items() if k in accepted]
     return {
         "backlog_when_locust_stopped": at_stop,
         "drain": drain,
@@ -153,6 +158,7 @@ def end_to_end(
             "accepted_by_simulator": sends["sent"],
             "graph_errors": stats["sends"]["rejected_total"],
             "enqueue_to_graph": summary_ms(send_lat),
+            "published_to_graph": summary_ms([max(0.0, x) for x in published_lat]),
         },
         "statuses": {
             "sent_by_simulator": stats["webhooks"]["statuses"],
@@ -183,10 +189,14 @@ def verdict(report: dict) -> dict:
         "webhook -> alfred-ingest": e2e["inbound"]["webhook_to_stream"]["p95_ms"],
         "enqueue -> Graph call": e2e["outbound"]["enqueue_to_graph"]["p95_ms"],
     }
+    # Not judged: the same sends timed from when Locust's apply_async returned (the bridge's
+    # share, without Locust's own wait for CPU), shown beside.
+    published = e2e["outbound"].get("published_to_graph", {}).get("p95_ms")
     worst = max(v for v in p95s.values() if v is not None)
     return {
         "error_pct": error_pct,
         "p95_ms": p95s,
+        "published_to_graph_p95_ms": published,
         "worst_p95_ms": worst,
         "seed_bar_met": error_pct <= SEED_BAR["error_pct"] and worst < SEED_BAR["p95_ms"],
         "target_met": error_pct <= TARGET["error_pct"] and worst < TARGET["p95_ms"],
@@ -207,6 +217,10 @@ def render(report: dict) -> str:
     ]
     for name, p95 in v["p95_ms"].items():
         lines.append(f"p95 {name}: {p95} ms  (seed bar < 2000, target < 200)")
+    lines.append(
+        f"  (the same sends from when apply_async returned, the task in Redis: p95 "
+        f"{v.get('published_to_graph_p95_ms')} ms; the rest is Locust's own wait for CPU)"
+    )
     stop, drain = e2e["backlog_when_locust_stopped"], e2e["drain"]
     ib, ob = e2e["inbound"], e2e["outbound"]
     lines += [
@@ -266,10 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         report["loadavg_start"] = shipped.loadavg()
         print(f"[load] {args.rate}/s each way for {duration} s against {stack.web_url}", flush=True)
         with Sampler(roots) as sampler:
-            rows, enqueued = run_locust(stack, args.rate, duration, tag)
+            rows, times = run_locust(stack, args.rate, duration, tag)
             report["locust"] = rows
             inbound_ok = rows["POST /webhook"]["requests"] - rows["POST /webhook"]["failures"]
-            report["end_to_end"] = end_to_end(stack, tag, inbound_ok, enqueued, args.drain_timeout)
+            report["end_to_end"] = end_to_end(stack, tag, inbound_ok, times, args.drain_timeout)
         report["memory"] = sampler.report()
         report["loadavg_end"] = shipped.loadavg()
         report["verdict"] = verdict(report)
