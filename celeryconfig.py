@@ -6,7 +6,9 @@ another way (docs/reliability.md, "Celery settings and why"):
 - time limits (`task_time_limit`, `task_soft_time_limit`): a thread cannot be killed; each
   blocking call has its own timeout instead: Graph requests 3.05 s to connect and 10 s to
   read (alfred/whatsapp/graph.py), Redis sockets 5 s (alfred/redis_client.py, and below),
-  PostgreSQL statements 30 s (alfred/db.py), SQLite's busy wait 30 s;
+  PostgreSQL statements 30 s (alfred/db.py), SQLite's busy wait 30 s; and a task still
+  running after 60 s, stuck where none of those reach, is logged (`task.overrun`) and counted
+  (alfred_task_overruns_total) by the watchdog (alfred/operations/watchdog.py), not killed;
 - `worker_max_memory_per_child`: there is no child to recycle;
 - `task_reject_on_worker_lost`: no child dies alone; a whole worker's death is covered by the
   journals' sweeper.

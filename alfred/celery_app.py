@@ -7,11 +7,12 @@ import os
 import sys
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
 
 from alfred.config import REPO_ROOT
 from alfred.journals.tasks import install as install_reconnect_sweep
 from alfred.logs import configure_celery_logging
+from alfred.operations import watchdog
 from alfred.outbox.worker_step import install as install_outbox_step
 
 if str(REPO_ROOT) not in sys.path:
@@ -36,6 +37,10 @@ app = celery
 setup_logging.connect(configure_celery_logging)
 install_outbox_step(celery)  # `celery worker --outbox` runs the outbox bridge on a thread
 install_reconnect_sweep(celery)  # a worker that loses Redis re-drives what it held, once back
+# A task that overruns every timeout it has is logged and counted, since no pool we ship
+# kills it (alfred/operations/watchdog.py).
+task_prerun.connect(watchdog.on_task_prerun)
+task_postrun.connect(watchdog.on_task_postrun)
 
 
 @worker_init.connect

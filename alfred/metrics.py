@@ -122,6 +122,17 @@ PROCESS_HEARTBEAT = Gauge(
     # The newest of a process type's pids; a dead pid's stale value loses to its successor's.
     multiprocess_mode="max",
 )
+# The threads pool cannot kill a hung task: the watchdog (alfred/operations/watchdog.py) sees it.
+TASK_OVERRUNS = Counter(
+    "alfred_task_overruns_total",
+    "Tasks still running past the watchdog's bound (60 s), by task name; never killed",
+    ["task"],
+)
+TASK_OLDEST_RUNNING = Gauge(
+    "alfred_task_oldest_running_seconds",
+    "How long the longest-running task of a worker process has run, as the watchdog saw it",
+    multiprocess_mode="livemax",
+)
 TOKEN_EXPIRY = Gauge(
     "alfred_token_expiry_timestamp_seconds",
     "When the tenant's token expires (Unix time, from debug_token); 0 = never",
