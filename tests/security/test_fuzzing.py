@@ -6,14 +6,15 @@ import copy
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alfred.ingest.limits import Refused, parse_delivery, unstorable
 from alfred.ingest.normalise import RejectedEvent, normalise_delivery
 from alfred.streams import InboundEvent
 from alfred.whatsapp.messages import InvalidMessage, validate_message
-from tests.helpers import FIXTURES, fixture
+from tests.conftest import APP_SECRET
+from tests.helpers import FIXTURES, fixture, signed_headers
 
 BOUNDED = settings(max_examples=300, deadline=None)
 PAYLOADS = [fixture(path.stem) for path in sorted(FIXTURES.glob("*.json"))]
@@ -131,3 +132,23 @@ def test_send_validation_only_ever_refuses_with_a_reason(message):
 @pytest.mark.parametrize("message", MESSAGES)
 def test_the_seed_messages_of_the_fuzzer_are_valid(message):
     assert validate_message(message)["type"] == message["type"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=mutated(PAYLOADS) | JSON,
+    raw=st.none() | st.binary(max_size=200),
+)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_any_signed_body_through_the_web_is_answered_never_a_500(web, payload, raw):
+    # The whole edge at once, as Meta's signed POST meets it: a mutated real payload or any
+    # JSON value (lone surrogates, NaN, huge numbers) or raw bytes, each correctly signed.
+    if raw is None:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    else:
+        body = raw
+    answer = web.post("/webhook", data=body, headers=signed_headers(body, APP_SECRET))
+    assert answer.status_code in (200, 400, 413), (answer.status_code, body[:200])
+    assert answer.is_json and (answer.status_code == 200 or answer.json["error"])
