@@ -21,6 +21,8 @@ import ssl
 from celery.schedules import crontab
 
 from alfred.config import VAR_DIR
+from alfred.redis_client import kombu_sentinel
+from alfred.redis_url import is_sentinel
 
 # REDIS_URL as given: beat's once-per-period keys (alfred/beat_once.py) are set through it. The
 # name says SECRET so that Celery masks it wherever it shows the configuration: `inspect conf`,
@@ -31,6 +33,12 @@ broker_url = alfred_redis_url_secret
 # kombu's Redis transport, reusing its redis-py client instead of building one per publish
 # (alfred/broker.py): the URL above still says where Redis is.
 broker_transport = "alfred.broker:Transport"
+_sentinel_options: dict = {}
+if is_sentinel(alfred_redis_url):
+    # sentinel://h1:p1;sentinel://h2:p2/db?master_name=NAME (alfred/redis_client.py): kombu's
+    # Sentinel transport, fed the sentinels, the database and master_name as it reads them.
+    broker_url, _sentinel_options = kombu_sentinel(alfred_redis_url)
+    broker_transport = "alfred.broker:SentinelTransport"
 if broker_url.startswith("rediss://"):
     # kombu turns TLS on from the URL's scheme, which broker_transport takes the place of: say
     # it here, with the server's certificate verified (kombu's default for rediss:// is not).
@@ -59,6 +67,7 @@ _transport = {
     "socket_timeout": 5,
     "retry_on_timeout": True,
     "health_check_interval": 30,
+    **_sentinel_options,
 }
 broker_transport_options = _transport
 

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alfred.redis_url import is_sentinel, parse_sentinel_url
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("ALFRED_VAR_DIR", REPO_ROOT / "var"))
 
@@ -274,6 +276,10 @@ class Settings:
     # a burst or a stopped worker never grows Redis without bound (docs/reliability.md).
     ingest_max_backlog: int = DEFAULT_MAX_BACKLOG
     outbound_max_backlog: int = DEFAULT_MAX_BACKLOG
+    # The webhook's acknowledgement waits for this many replicas to hold the delivery (Redis
+    # WAIT), at most this long, else 503 (docs/reliability.md, Redis Sentinel). 0: no wait.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 100
     ops: OpsSettings = field(default_factory=lambda: OpsSettings.from_env({}))
 
     @classmethod
@@ -305,8 +311,14 @@ class Settings:
             raise ConfigError("PII_HASH_KEY is required with a server database (docs/privacy.md)")
         if pii_hash_key is not None and len(pii_hash_key.reveal()) < 32:
             raise ConfigError("PII_HASH_KEY must be at least 32 characters")
+        redis_url = env.get("REDIS_URL", "redis://localhost:6379/0")
+        if is_sentinel(redis_url):
+            try:
+                parse_sentinel_url(redis_url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return cls(
-            redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
+            redis_url=redis_url,
             database_url=database_url,
             app_secrets=secrets,
             verify_token=_secret_or_none(env, "META_VERIFY_TOKEN"),
@@ -333,6 +345,9 @@ class Settings:
             stream_maxlen=_int(env, "STREAM_MAXLEN", DEFAULT_STREAM_MAXLEN, least=1),
             ingest_max_backlog=_int(env, "WEBHOOK_MAX_BACKLOG", DEFAULT_MAX_BACKLOG, least=1),
             outbound_max_backlog=_int(env, "OUTBOUND_MAX_BACKLOG", DEFAULT_MAX_BACKLOG, least=1),
+            redis_wait_replicas=_int(env, "REDIS_WAIT_REPLICAS", 0, least=0),
+            # WAIT's timeout 0 would block for ever: the least is 1 ms.
+            redis_wait_timeout_ms=_int(env, "REDIS_WAIT_TIMEOUT_MS", 100, least=1),
             ops=OpsSettings.from_env(env),
         )
 

@@ -126,7 +126,18 @@ password; add 'host all postgres 127.0.0.1/32 trust' to pg_hba.conf"
     fi
 }
 
+ensure_sentinel() {
+    # The Sentinel tests start their own sentinels on free ports: only the binary is needed.
+    command -v redis-sentinel >/dev/null && return 0
+    apt_install redis-sentinel || {
+        say "redis-sentinel is not installed (the Sentinel tests need it)"
+        say "install it and re-run: sudo apt-get install redis-sentinel (macOS: it comes with redis)"
+        exit 1
+    }
+}
+
 # Tests pointed at other servers need nothing started here.
 [[ -z "${TEST_REDIS_URL:-}" ]] && ensure_redis
 [[ -z "${TEST_PG_URL:-}" ]] && ensure_postgres
+ensure_sentinel
 exit 0

@@ -44,8 +44,9 @@ fi
 # --- Redis ---------------------------------------------------------------------------------
 redis_answers() {
     python - "$REDIS_URL" <<'PY' 2>/dev/null
-import sys, redis
-redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1, socket_timeout=1).ping()
+import sys
+from alfred.redis_client import get_redis  # a sentinel:// REDIS_URL too
+get_redis(sys.argv[1]).ping()
 PY
 }
 

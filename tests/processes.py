@@ -142,12 +142,14 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> PrivateRedis:
+    def start(self, replica_of: int | None = None) -> PrivateRedis:
+        """Start it (again, from its AOF); with `replica_of`, as a replica of that port."""
+        replica = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
         self.process = subprocess.Popen(
             [
                 "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
                 "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
-                "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction",
+                "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction", *replica,
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -167,8 +169,18 @@ class PrivateRedis:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP it: alive to the kernel, answering nobody (a stalled or partitioned host)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.resume()
             self.process.terminate()
             self.process.wait(10)
 

@@ -12,6 +12,7 @@ import redis
 
 from alfred.config import DEFAULT_MAX_BACKLOG, Settings
 from alfred.journals.journal import REDRIVE_AFTER_S, BacklogFull, Journal
+from alfred.redis_client import wait_for_replicas
 
 INGEST_JOURNAL = "ingest"
 # Ids of journaled deliveries waiting for a worker; a task takes a batch of them at once.
@@ -69,6 +70,8 @@ def accept_delivery(
     journal: Journal,
     publish: Callable[[str], object],
     max_backlog: int = DEFAULT_MAX_BACKLOG,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 100,
 ) -> str:
     """Make a delivery durable and see that a worker takes it; raise if Redis refuses.
 
@@ -76,12 +79,25 @@ def accept_delivery(
     queued or draining already (SCHEDULED_KEY). A publish that fails lets go of the claim, so
     the next delivery publishes again; this one's caller answers 503 and Meta retries. With
     `max_backlog` deliveries already journaled, nothing is written: BacklogFull.
+
+    With `wait_replicas`, the journal write is followed by WAIT on the same connection (one
+    pipeline, one round trip): durable then means on the master and that many replicas, so a
+    failover cannot lose it. Too few replicas in time raises ReplicasBehind (a 503) after the
+    task is published: the write stands and is ingested, and Meta's retry is a duplicate.
     """
     delivery_id = uuid.uuid4().hex
     due = time.time() + REDRIVE_AFTER_S
     keys = [journal.records_key, journal.due_key, READY_KEY, SCHEDULED_KEY]
     args = [delivery_id, encode_record(received_at, body), due, SCHEDULED_TTL_MS, max_backlog]
-    claimed = _accept_script(journal.client)(keys=keys, args=args)
+    script = _accept_script(journal.client)
+    acked = None
+    if wait_replicas:
+        pipe = journal.client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(wait_replicas, wait_timeout_ms)
+        claimed, acked = pipe.execute()
+    else:
+        claimed = script(keys=keys, args=args)
     if claimed == -1:
         raise BacklogFull(journal.name, max_backlog)
     if claimed:
@@ -91,6 +107,8 @@ def accept_delivery(
             with contextlib.suppress(redis.RedisError):
                 journal.client.delete(SCHEDULED_KEY)
             raise
+    if acked is not None:
+        wait_for_replicas(acked, wait_replicas, wait_timeout_ms)
     return delivery_id
 
 

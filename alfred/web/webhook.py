@@ -16,6 +16,7 @@ from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.receive import accept_delivery, ingest_journal, tenants_at_the_edge
 from alfred.ingest.tasks import publish_ingest
 from alfred.journals.journal import BacklogFull
+from alfred.redis_client import ReplicasBehind
 from alfred.web.body import BodyRefused, read_body
 from alfred.whatsapp.signature import verify
 
@@ -122,6 +123,8 @@ def receive() -> Response:
             journal=ingest_journal(runtime.redis_client()),
             publish=publish_ingest,
             max_backlog=settings.ingest_max_backlog,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=settings.redis_wait_timeout_ms,
         )
     except BacklogFull as exc:
         # Back-pressure: the workers are this far behind. Meta keeps the delivery and retries
@@ -129,6 +132,10 @@ def receive() -> Response:
         response = _refuse(503, "backlog_full", str(exc), limit=exc.limit)
         response.headers["Retry-After"] = "30"
         return response
+    except ReplicasBehind as exc:
+        # Held by the master only: a failover now could lose it, and a 200 tells Meta never
+        # to send it again. A 503 costs a duplicate, which ingest drops (REDIS_WAIT_REPLICAS).
+        return _refuse(503, "replicas_behind", f"not yet on the replicas: {exc}")
     except Exception as exc:  # Redis or the broker: Meta must retry, so never answer 200.
         return _refuse(503, "unavailable", f"could not enqueue: {type(exc).__name__}")
     metrics.WEBHOOK_REQUESTS.labels("accepted").inc()
