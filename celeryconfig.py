@@ -34,10 +34,10 @@ broker_url = alfred_redis_url_secret
 # (alfred/broker.py): the URL above still says where Redis is.
 broker_transport = "alfred.broker:Transport"
 _sentinel_options: dict = {}
-if is_sentinel(alfred_redis_url):
+if is_sentinel(alfred_redis_url_secret):
     # sentinel://h1:p1;sentinel://h2:p2/db?master_name=NAME (alfred/redis_client.py): kombu's
     # Sentinel transport, fed the sentinels, the database and master_name as it reads them.
-    broker_url, _sentinel_options = kombu_sentinel(alfred_redis_url)
+    broker_url, _sentinel_options = kombu_sentinel(alfred_redis_url_secret)
     broker_transport = "alfred.broker:SentinelTransport"
 if broker_url.startswith("rediss://"):
     # kombu turns TLS on from the URL's scheme, which broker_transport takes the place of: say
