@@ -14,9 +14,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+# The database itself failing (down, unreachable, a statement timed out), not our SQL: ingest
+# appends to the stream without it and stores later (alfred/ingest/service.py).
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 # Redis or the database out of reach: a batch (ingest, the audit trail) goes back for a retry
 # instead of being written one by one.
-INFRASTRUCTURE = (redis.RedisError, OperationalError, InterfaceError)
+INFRASTRUCTURE = (redis.RedisError, *DATABASE_ERRORS)
 
 # Longer than any statement the bridge runs (milliseconds), shorter than a stuck one.
 STATEMENT_TIMEOUT_MS = 30_000

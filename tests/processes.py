@@ -194,3 +194,70 @@ def consuming(client: redis.Redis, limit_s: float = 60.0) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"no worker consumed from Redis within {limit_s} s")
+
+
+def _postgres_bin() -> Path:
+    """The newest PostgreSQL server's programs (Debian: /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError("no PostgreSQL server here (Debian: apt-get install postgresql)")
+    return found[-1].parent
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own on a free port (trust, local only); stoppable.
+
+    As root it runs as the `postgres` user, as Debian's clusters do (the server refuses root).
+    Never the shared server on 5432: that one is everyone's.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = free_port()
+        self.bin = _postgres_bin()
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.user = "postgres" if self._as else os.environ.get("USER", "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/alfred"
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self._as, *argv], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PrivatePostgres:
+        """Create the cluster and its `alfred` database, and start it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._as:
+            # pytest's temporary folders are root's alone: the server's user must reach its own.
+            for folder in [self.directory, *self.directory.parents]:
+                if folder == Path("/"):
+                    break
+                folder.chmod(folder.stat().st_mode | 0o711)
+            subprocess.run(["chown", "postgres", str(self.directory)], check=True)
+        self._run(
+            str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", self.user,
+            "--no-sync",
+        )  # fmt: skip
+        self.start()
+        self._run(
+            str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
+            "alfred",
+        )  # fmt: skip
+        return self
+
+    def start(self) -> None:
+        """Start the server (again) on the same port and data, and wait until it answers."""
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
+            "-l", str(self.directory / "server.log"),
+            "-o", f"-p {self.port} -c listen_addresses=127.0.0.1"
+            f" -c unix_socket_directories={self.directory} -c fsync=off",
+            "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` drops every connection, as a crash or a restart does."""
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", mode, "stop")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from alfred import metrics
 from alfred.config import Settings
-from alfred.db import INFRASTRUCTURE, session_scope
+from alfred.db import DATABASE_ERRORS, INFRASTRUCTURE, session_scope
 from alfred.ingest import quality, quarantine
 from alfred.ingest.limits import Refused, parse_delivery
 from alfred.ingest.normalise import RejectedEvent, normalise_delivery
@@ -115,6 +115,18 @@ def process_delivery(delivery_id: str, *, settings: Settings, client: redis.Redi
         try:
             outcome = ingest_bodies([item for _, item in batch], settings=settings, client=client)
             done = [i for i, _ in batch]
+        except DATABASE_ERRORS as exc:
+            # The database is down (or timed out): the stream does not wait for it. The events
+            # go on now and the deliveries stay journaled; the sweeper re-drives them when due,
+            # and that run stores them (its appends find the events there and add nothing).
+            outcome = append_without_storage(
+                [item for _, item in batch], settings=settings, client=client
+            )
+            done = []
+            log.warning(
+                "ingest.stored_later",
+                extra={"deliveries": len(batch), "appended": outcome.appended, "error": str(exc)},
+            )
         except INFRASTRUCTURE:
             raise
         except Exception:
@@ -232,12 +244,52 @@ def ingest_bodies(
                 failures.append(send_failed_for_status(session, event))
                 failed_arrivals.append(received_at)
     arrivals += failed_arrivals
+    _append_and_count(client, events + failures, arrivals, outcome)
+    return outcome
 
-    appended = append_inbound(client, events + failures)
+
+def append_without_storage(
+    batch: list[tuple[float, bytes | str]], *, settings: Settings, client: redis.Redis
+) -> IngestOutcome:
+    """Append deliveries' events to «alfred-ingest» without the database (it is down).
+
+    What needs the database waits for the run that stores the deliveries: the rows, the
+    quarantine of what is refused, stale or rejected, and the send_failed events of failed
+    statuses (their message is looked up there). The windows the messages open still reach
+    Redis, where the sender looks first, in the same step as the appends.
+    """
+    outcome = IngestOutcome(deliveries=len(batch))
+    events: list[InboundEvent] = []
+    arrivals: list[float] = []
+    for received_at, body in batch:
+        try:
+            payload = parse_delivery(body)
+        except Refused:
+            continue
+        results = normalise_delivery(
+            payload,
+            tenant_for_phone=lambda pid: _tenant_id(settings.tenant_by_phone_number_id(pid)),
+            tenant_for_waba=lambda waba: _tenant_id(settings.tenant_by_waba_id(waba)),
+            received_at=received_at,
+        )
+        fresh, stale, _rejected = _partition(results, received_at, settings.webhook_max_skew_s)
+        late, _held, seen = _settle_late(client, stale, received_at, settings)
+        events.extend(fresh + late)
+        arrivals.extend([received_at] * (len(fresh) + len(late)))
+        outcome.duplicates += len(seen)
+    _append_and_count(client, events, arrivals, outcome)
+    return outcome
+
+
+def _append_and_count(
+    client: redis.Redis, events: list[InboundEvent], arrivals: list[float], outcome: IngestOutcome
+) -> None:
+    """Append events once, and count each as appended or a duplicate (and its latency)."""
+    appended = append_inbound(client, events)
     # Every media message, new or a redelivery: a fetch already done costs one row lookup.
     outcome.media_jobs = [job.to_dict() for job in jobs_in([e.envelope for e in events])]
     now = time.time()
-    for event, added, received_at in zip(events + failures, appended, arrivals, strict=True):
+    for event, added, received_at in zip(events, appended, arrivals, strict=True):
         outcome.appended += added
         outcome.duplicates += not added
         metrics.INGEST_EVENTS.labels(
@@ -247,7 +299,6 @@ def ingest_bodies(
             metrics.INGEST_LATENCY.observe(max(0.0, now - received_at))
             if event.event == "phone_number_quality_update":
                 quality.observe(event.tenant_id, event.envelope.get("raw") or {})
-    return outcome
 
 
 def _add(total: IngestOutcome, part: IngestOutcome) -> None:

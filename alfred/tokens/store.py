@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -12,11 +13,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from alfred.config import VAR_DIR, ConfigError, Secret, Settings, Tenant
-from alfred.db import session_scope
+from alfred.db import DATABASE_ERRORS, session_scope
 from alfred.models import TenantToken
 
 # A rotated token reaches every worker within this many seconds, without a restart; the old
 # token keeps working meanwhile (Meta leaves an exchanged-away token valid).
+log = logging.getLogger(__name__)
+
 CACHE_SECONDS = 30.0
 _cache: dict[tuple[str, str], tuple[float, Secret]] = {}
 _lock = threading.Lock()
@@ -133,9 +136,18 @@ def current_token(tenant: Tenant, settings: Settings) -> Secret:
         cached = _cache.get(slot)
     if cached and cached[0] > now:
         return cached[1]
-    with session_scope(settings.database_url) as session:
-        row = active_row(session, tenant.tenant_id)
-        encrypted = row.token_encrypted if row is not None else None
+    try:
+        with session_scope(settings.database_url) as session:
+            row = active_row(session, tenant.tenant_id)
+            encrypted = row.token_encrypted if row is not None else None
+    except DATABASE_ERRORS:
+        if cached is None:
+            raise
+        # The database is down: the token last read is still the one in use (a rotation in
+        # this process forgets it; other processes re-read within CACHE_SECONDS of one). Sends
+        # go on through an outage instead of stopping when the cache ages out.
+        log.warning("token.store_unreachable", extra={"tenant_id": tenant.tenant_id})
+        return cached[1]
     token = _decrypt(settings, encrypted) if encrypted else tenant.token
     with _lock:
         _cache[slot] = (now + CACHE_SECONDS, token)

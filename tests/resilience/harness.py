@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from tests.processes import (  # noqa: F401 - PrivateRedis: the scenarios' Redis
     PrivateRedis,
     consuming,
     kill,
+    spawn,
     start_gunicorn,
     start_worker,
     stop,
@@ -233,6 +235,7 @@ class Stack:
         self.web: subprocess.Popen | None = None
         self.url = ""
         self.workers: list[subprocess.Popen] = []
+        self.beat: subprocess.Popen | None = None
 
     def start_web(self, port: int | None = None) -> str:
         """Start gunicorn (gunicorn.conf.py), on `port` if given (a restart); return its URL."""
@@ -246,6 +249,16 @@ class Stack:
         )
         self.workers.append(worker)
         return worker
+
+    def start_beat(self) -> subprocess.Popen:
+        """Start beat as the Procfile does, with a schedule file of its own."""
+        self.beat = spawn(
+            [sys.executable, "-m", "alfred.beat_app", "--schedule",
+             str(self.directory / "beat-schedule")],
+            self.env,
+            self.directory / "beat.log",
+        )  # fmt: skip
+        return self.beat
 
     @property
     def worker(self) -> subprocess.Popen:
@@ -268,22 +281,34 @@ class Stack:
         """Stop the web and kill every worker still running."""
         if self.web is not None:
             stop(self.web)
+        if self.beat is not None:
+            kill(self.beat)
         for worker in self.workers:
             if worker.poll() is None:
                 kill(worker)
 
 
 @contextmanager
-def running_stack(directory: Path, env: dict | None = None, *, web: bool = True):
-    """Run the web (if asked) and one worker for the block, the worker consuming; stop them after.
+def running_stack(
+    directory: Path,
+    env: dict | None = None,
+    *,
+    web: bool = True,
+    beat: bool = False,
+    port: int | None = None,
+):
+    """Run the web and one worker (and beat, if asked) for the block, the worker consuming.
 
-    `env` is given to every process (REDIS_URL for a private Redis, …) on top of the test's.
+    `env` is given to every process (REDIS_URL for a private Redis, …) on top of the test's;
+    `port` is the web's, when something (the simulator's webhooks) must know it beforehand.
     """
     stack = Stack(directory, env)
     try:
         if web:
-            stack.start_web()
+            stack.start_web(port)
         stack.start_worker()
+        if beat:
+            stack.start_beat()
         redis_url = stack.env.get("REDIS_URL") or os.environ["REDIS_URL"]
         consuming(redis.Redis.from_url(redis_url))
         yield stack
