@@ -49,8 +49,8 @@ run: $(STAMP) ## run the whole stack in the foreground (simulator when no Meta c
 bench: $(STAMP) ## run the benchmarks (ARGS=… passed on)
 	$(PY) bench/run.py $(ARGS)
 
-load: $(STAMP) ## run the load test against a running stack
-	bash bench/load.sh
+load: $(STAMP) ## the seed's load test (Locust, 5 min) on a private stack of the Procfile's processes (ARGS=… passed on)
+	bash bench/load.sh $(ARGS)
 
 image: ## build the Dockerfile with podman or buildah (IMAGE=…, PYTHON_IMAGE=… passed on)
 	bash scripts/build-image.sh

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -60,9 +61,16 @@ def locust_rows(prefix: Path) -> dict[str, dict]:
 
 
 def run_locust(
-    stack: Stack, rate: int, duration: int, tag: str
+    stack: Stack, rate: int, duration: int, tag: str, cpu: dict
 ) -> tuple[dict, dict[str, list[float]]]:
-    """Run Locust headless against the stack; return its stats and, per send, [call, return]."""
+    """Run Locust headless against the stack; return its stats and, per send, [call, return].
+
+    `cpu` gets where the cores went while Locust ran (% of one core per process group, the
+    machine's other users, Locust itself): Locust's gevent loop shares the cores with the
+    stack, and its own waits count in the send latency it stamps.
+    """
+    shares = shipped.CpuShares(stack)
+    before = os.times()
     prefix = stack.tmp / "locust"
     keys = stack.tmp / "enqueued.json"
     env = stack.env()
@@ -95,6 +103,12 @@ def run_locust(
     except subprocess.TimeoutExpired:
         stack.stop("locust")
         raise
+    # Locust has exited and been waited for: its CPU is in this process's children's times.
+    after = os.times()
+    locust_s = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    cpu.update(shares.shares(extra={"locust": locust_s}))
     stack.procs.pop("locust", None)
     times = json.loads(keys.read_text()) if keys.exists() else {}
     return locust_rows(prefix), times
@@ -237,6 +251,12 @@ def render(report: dict) -> str:
         f"{e2e['statuses']['non_2xx']} non-2xx",
         f"peak PSS {'+'.join(mem['budgeted'])}: {mem['peak_budget_pss_mb']} MB (target <= 256), "
         f"{mem['peak_budget_plus_flower_pss_mb']} MB with flower",
+        "CPU while Locust ran, % of one core (of "
+        f"{100 * report.get('cpu_during_load', {}).get('cores', 0)}): "
+        + ", ".join(
+            f"{k} {x}"
+            for k, x in report.get("cpu_during_load", {}).get("percent_of_one_core", {}).items()
+        ),
         f"seed bar met: {v['seed_bar_met']}   target met: {v['target_met']}",
     ]
     return "\n".join(lines)
@@ -280,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         report["loadavg_start"] = shipped.loadavg()
         print(f"[load] {args.rate}/s each way for {duration} s against {stack.web_url}", flush=True)
         with Sampler(roots) as sampler:
-            rows, times = run_locust(stack, args.rate, duration, tag)
+            cpu: dict = {}
+            rows, times = run_locust(stack, args.rate, duration, tag, cpu)
+            report["cpu_during_load"] = cpu
             report["locust"] = rows
             inbound_ok = rows["POST /webhook"]["requests"] - rows["POST /webhook"]["failures"]
             report["end_to_end"] = end_to_end(stack, tag, inbound_ok, times, args.drain_timeout)

@@ -1,8 +1,9 @@
 """Issue 14's table: the Procfile's own processes, each figure against its reference run.
 
-The stack is web, worker, beat and outbox, each started from its Procfile line
-(bench/procfile.py), all four running through every measure, as on the VM. Each ratio is
-taken per repeat, ours then the reference within seconds of each other, and the table shows
+The stack is the Procfile's budgeted processes (web, worker with the outbox bridge on a
+thread, beat), each started from its Procfile line (bench/procfile.py), all running through
+every measure, as on the VM; bench/accounting.py counts lost, pending and duplicated. Each
+ratio is taken per repeat, ours then the reference within seconds of each other, and the table shows
 the median of those ratios beside the medians of both sides: the machine is shared, and a
 pair taken together drifts less than two medians taken minutes apart.
 
@@ -226,12 +227,16 @@ class CpuShares:
         snap["_wall"] = time.monotonic()
         return snap
 
-    def shares(self) -> dict:
-        """Return each part's share of the machine's two cores (percent of 200) since start."""
+    def shares(self, extra: dict[str, float] | None = None) -> dict:
+        """Return each part's share of the machine's two cores (percent of 200) since start.
+
+        `extra`: CPU seconds of parts that exited meanwhile (a waited child), by name.
+        """
         last = self._snapshot()
         wall = last["_wall"] - self.first["_wall"]
         cores = os.cpu_count() or 1
         used = {k: last[k] - self.first.get(k, 0.0) for k in last if not k.startswith("_")}
+        used.update(extra or {})
         others = (last["_machine"] - self.first["_machine"]) - sum(used.values())
         used["others (postgres, other users)"] = max(0.0, others)
         out = {k: round(100 * v / wall, 1) for k, v in sorted(used.items(), key=lambda x: -x[1])}
