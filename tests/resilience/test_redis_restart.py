@@ -12,13 +12,14 @@ import pytest
 import redis
 
 from alfred.ingest.receive import ingest_journal
-from tests.processes import consuming, kill, start_gunicorn, start_worker, stop
 from tests.resilience.harness import (
     Figures,
     MetaLikeSender,
     PeakRss,
     PrivateRedis,
+    running_stack,
     stream_ids,
+    wait,
 )
 
 pytestmark = [
@@ -27,15 +28,6 @@ pytestmark = [
 ]
 DELIVERIES = 300
 DOWN_S = 3.0
-
-
-def _wait(predicate, limit_s: float) -> bool:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _state(client) -> str:
@@ -53,42 +45,37 @@ def _state(client) -> str:
 def test_redis_killed_mid_load_and_restarted_from_aof_loses_nothing(env, tmp_path, fsync):
     server = PrivateRedis(tmp_path / "redis", fsync=fsync).start()
     client = redis.Redis.from_url(server.url)
-    extra = {"REDIS_URL": server.url}
-    web, url = start_gunicorn(extra, log=tmp_path / "web.log")
-    worker = start_worker(extra, log=tmp_path / "worker.log", level="INFO")
-    sender = MetaLikeSender(f"{url}/webhook")
     figures = Figures(
         f"redis-sigkill-restart[aof {fsync}]", faults=f"redis SIGKILL, down {DOWN_S:g}s"
     )
     try:
-        # The worker consuming before the load: the kill must find it holding tasks (a worker
-        # still booting would only meet Redis after its restart, and prove nothing of a reconnect).
-        consuming(client)
-        with PeakRss({"web": web.pid, "worker": worker.pid}) as rss:
-            pool = sender.run(DELIVERIES, fsync, rate_per_s=60)
-            assert _wait(lambda: len(sender.accepted) >= DELIVERIES // 3, 60)
-            server.kill()
-            killed = time.monotonic()
-            time.sleep(DOWN_S)
-            server.start()  # the same port and directory: Redis replays its AOF
-            restarted = time.monotonic()
-            for thread in pool:
-                thread.join(180)
-            # No beat runs: what the worker held at the kill comes back by its own re-drive.
-            settled = _wait(
-                lambda: (
-                    set(stream_ids(client)) >= sender.accepted
-                    and ingest_journal(client).size() == 0
-                ),
-                90,
-            )
-            drained = time.monotonic()
-            ids = stream_ids(client)
-            state = _state(client)
-        figures.peak_rss_mb = rss.peak
+        # The worker consuming before the load (running_stack waits for it): the kill must find
+        # it holding tasks, not still booting, or it proves nothing of a reconnect.
+        with running_stack(tmp_path, {"REDIS_URL": server.url}) as stack:
+            sender = MetaLikeSender(f"{stack.url}/webhook")
+            with PeakRss(stack.pids()) as rss:
+                pool = sender.run(DELIVERIES, fsync, rate_per_s=60)
+                assert wait(lambda: len(sender.accepted) >= DELIVERIES // 3, 60)
+                server.kill()
+                killed = time.monotonic()
+                time.sleep(DOWN_S)
+                server.start()  # the same port and directory: Redis replays its AOF
+                restarted = time.monotonic()
+                for thread in pool:
+                    thread.join(180)
+                # No beat runs: what the worker held at the kill comes back by its own re-drive.
+                settled = wait(
+                    lambda: (
+                        set(stream_ids(client)) >= sender.accepted
+                        and ingest_journal(client).size() == 0
+                    ),
+                    90,
+                )
+                drained = time.monotonic()
+                ids = stream_ids(client)
+                state = _state(client)
+            figures.peak_rss_mb = rss.peak
     finally:
-        stop(web)
-        kill(worker)
         server.stop()
     down = [a for a in sender.answers if killed + 0.2 <= a.at and a.at + a.seconds <= restarted]
     back = [a.at + a.seconds for a in sender.answers if a.status == 200 and a.at >= restarted]

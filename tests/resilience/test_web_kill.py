@@ -8,8 +8,15 @@ import time
 
 import pytest
 
-from tests.processes import kill, start_gunicorn, start_worker, stop
-from tests.resilience.harness import Figures, MetaLikeSender, PeakRss, stream_ids
+from tests.processes import stop
+from tests.resilience.harness import (
+    Figures,
+    MetaLikeSender,
+    PeakRss,
+    running_stack,
+    stream_ids,
+    wait,
+)
 
 pytestmark = [
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
@@ -18,34 +25,23 @@ pytestmark = [
 DELIVERIES = 300
 
 
-def _wait(predicate, limit_s: float) -> bool:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def test_web_sigkilled_mid_load_loses_and_duplicates_nothing(env, redis_client):
-    web, url = start_gunicorn()
-    port = int(url.rsplit(":", 1)[1])
+def test_web_sigkilled_mid_load_loses_and_duplicates_nothing(env, redis_client, tmp_path):
     # Meta's retries keep their timestamps: after a restart of ~10 s they are late, and the
     # seed's policy would quarantine them (replayable). `deliver` sends them on, marked late.
-    worker = start_worker({"WEBHOOK_STALE_POLICY": "deliver"})
-    sender = MetaLikeSender(f"{url}/webhook")
     figures = Figures("web-sigkill-restart", faults="gunicorn master and workers SIGKILLed")
-    try:
-        with PeakRss({"worker": worker.pid}) as rss:
+    with running_stack(tmp_path, {"WEBHOOK_STALE_POLICY": "deliver"}) as stack:
+        port = int(stack.url.rsplit(":", 1)[1])
+        sender = MetaLikeSender(f"{stack.url}/webhook")
+        with PeakRss({"worker": stack.worker.pid}) as rss:
             pool = sender.run(DELIVERIES, "webkill", rate_per_s=60)
-            assert _wait(lambda: len(sender.accepted) >= DELIVERIES // 3, 60)
-            stop(web, signal.SIGKILL)
+            assert wait(lambda: len(sender.accepted) >= DELIVERIES // 3, 60)
+            stop(stack.web, signal.SIGKILL)
             killed = time.monotonic()
-            web, _ = start_gunicorn(port=port)
+            stack.start_web(port=port)
             restarted = time.monotonic()
             for thread in pool:
                 thread.join(180)
-            settled = _wait(lambda: set(stream_ids(redis_client)) >= sender.accepted, 120)
+            settled = wait(lambda: set(stream_ids(redis_client)) >= sender.accepted, 120)
             ids = stream_ids(redis_client)
             late = sum(
                 1
@@ -53,9 +49,6 @@ def test_web_sigkilled_mid_load_loses_and_duplicates_nothing(env, redis_client):
                 if json.loads(fields[b"payload"]).get("late")
             )
         figures.peak_rss_mb = rss.peak
-    finally:
-        stop(web)
-        kill(worker)
     back = [a.at + a.seconds for a in sender.answers if a.status == 200 and a.at >= killed]
     figures.messages_in = len(sender.accepted)
     figures.messages_out = len(set(ids))
