@@ -14,7 +14,12 @@ import requests
 from celery import Celery
 
 from alfred.ingest.receive import READY_KEY, accept_delivery, ingest_journal
-from alfred.redis_client import ReplicasBehind, get_redis, kombu_sentinel
+from alfred.redis_client import (
+    MASTER_CHECK_EVERY_S,
+    ReplicasBehind,
+    get_redis,
+    kombu_sentinel,
+)
 from tests.conftest import APP_SECRET
 from tests.helpers import body_of, fixture, signed_headers
 from tests.processes import gunicorn
@@ -72,6 +77,20 @@ def test_the_redis_client_follows_the_master_through_a_failover(sentinels):
     _eventually(lambda: client.set("after", "1"))
     assert redis.Redis(port=new).get("after") == b"1"
     assert redis.Redis(port=new).get("before") == b"1"
+
+
+def test_writes_follow_the_sentinels_before_the_old_master_turns_replica(sentinels):
+    client = get_redis(sentinels.url)
+    client.set("warm", "1")  # a pooled connection to the master
+    old = sentinels.master_port()
+    assert old is not None
+    redis.Redis(port=sentinels.sentinel_ports[0]).sentinel_failover(MASTER_NAME)
+    new = sentinels.wait_for_new_master(old)
+    time.sleep(MASTER_CHECK_EVERY_S + 0.1)
+    # Sentinel demotes the old master seconds later; until then it would take this write,
+    # and drop it when it resyncs (CheckedSentinelPool).
+    client.set("moved", "1")
+    assert redis.Redis(port=new).get("moved") == b"1"
 
 
 def test_celery_publishes_and_consumes_through_the_sentinels(sentinels):

@@ -1,12 +1,13 @@
-"""Redis Sentinel: the master SIGKILLed mid-load; the stack follows the new master on its own.
+"""Redis Sentinel: the master lost mid-load; the stack follows the new master on its own.
 
 A private set-up (tests/resilience/sentinels.py): a master, two replicas, three sentinels
 (quorum 2, down after 1 s). The web (gunicorn.conf.py) and a worker with --outbox (the
 Procfile's lines) have `REDIS_URL=sentinel://…`; Meta's side retries as Meta does; Alfred's
-side sends by `send_message.delay` and «alfred-outbox». Run without and with
-`REDIS_WAIT_REPLICAS=1`: counted are the deliveries answered 200 that never reached the
-stream (what asynchronous replication lost at the crash), the sends lost or doubled, the
-webhook's answers while the sentinels fail over, and its latency before the crash.
+side sends by `send_message.delay` and «alfred-outbox». The master is SIGKILLed, or handed
+over by `SENTINEL FAILOVER` (not coordinated: the old master takes writes until it is told
+to turn replica). Each without and with `REDIS_WAIT_REPLICAS=1`. Counted: the deliveries
+answered 200 that never reached the stream (what replication lost), the sends lost or
+doubled, the webhook's answers during the failover, and its latency before it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from alfred.streams import OUTBOUND_GROUP, OUTBOX_STREAM
 from tests.conftest import _simulator_config
 from tests.integration.test_send_pipeline import open_window
 from tests.resilience.harness import Figures, MetaLikeSender, PeakRss
-from tests.resilience.sentinels import SentinelSet
+from tests.resilience.sentinels import MASTER_NAME, SentinelSet
 from tests.resilience.stack import Machines
 
 pytestmark = [
@@ -73,12 +74,13 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else float("nan")
 
 
+@pytest.mark.parametrize("fault", ["sigkill", "sentinel-failover"])
 @pytest.mark.parametrize("wait_replicas", [0, 1])
-def test_master_killed_mid_load_the_stack_follows_the_new_master(env, tmp_path, wait_replicas):
+def test_master_lost_mid_load_the_stack_follows_the_new_master(env, tmp_path, wait_replicas, fault):
     sentinels = SentinelSet(tmp_path / "sentinel", replicas=2).start()
     get_redis.cache_clear()
     client = get_redis(sentinels.url)
-    tag = f"failover{wait_replicas}"
+    tag = f"{fault}{wait_replicas}"
     base = {
         **env,
         "REDIS_URL": sentinels.url,
@@ -90,8 +92,12 @@ def test_master_killed_mid_load_the_stack_follows_the_new_master(env, tmp_path, 
     open_window(env["DATABASE_URL"], "home", *[u.lstrip("+") for u in USERS])
     machines = Machines(base, tmp_path / "logs")
     figures = Figures(
-        f"sentinel-failover[wait_replicas={wait_replicas}]",
-        faults="master SIGKILL, sentinels promote a replica",
+        f"sentinel[{fault}, wait_replicas={wait_replicas}]",
+        faults=(
+            "master SIGKILL, sentinels promote a replica"
+            if fault == "sigkill"
+            else "SENTINEL FAILOVER (the old master lives on, then turns replica)"
+        ),
     )
     try:
         web = machines.web("web")
@@ -105,7 +111,10 @@ def test_master_killed_mid_load_the_stack_follows_the_new_master(env, tmp_path, 
                 assert _wait(lambda: len(sender.accepted) >= DELIVERIES // 3, 60)
                 old_port = sentinels.master_port()
                 assert old_port is not None
-                sentinels.server_on(old_port).kill()
+                if fault == "sigkill":
+                    sentinels.server_on(old_port).kill()
+                else:
+                    redis.Redis(port=sentinels.sentinel_ports[0]).sentinel_failover(MASTER_NAME)
                 killed = time.monotonic()
                 sentinels.wait_for_new_master(old_port)
                 promoted = time.monotonic()
@@ -162,6 +171,9 @@ def test_master_killed_mid_load_the_stack_follows_the_new_master(env, tmp_path, 
     assert back, "the webhook never answered 200 again: " + figures.line()
     # Meta is told to retry (503) or gets no answer in time, never a 500.
     assert set(statuses) <= {"503", "None"}, figures.line()
-    if wait_replicas:
+    if wait_replicas and fault == "sigkill":
         # Every 200 was on a replica before it was given: the promoted one holds it.
         assert inbound_lost == 0, figures.line()
+    # A `SENTINEL FAILOVER` loses what reached the old master between the promotion and the
+    # moment the clients follow (its replicas are reconfigured away, its WAIT acks included):
+    # measured and written up in docs/reliability.md, not asserted away.
