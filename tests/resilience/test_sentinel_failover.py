@@ -104,6 +104,9 @@ def test_master_lost_mid_load_the_stack_follows_the_new_master(env, tmp_path, wa
         config = _simulator_config(f"{web}/webhook", status_delay_s=0.01, enforce_window=False)
         with running_simulator(config) as simulator:
             machines.worker("worker", {"GRAPH_API_URL": simulator.url})
+            # As in production: beat's sweeper re-drives what a failover dropped in flight
+            # (a task published to the old master, gone when it resynced).
+            machines.beat("beat")
             sender = MetaLikeSender(f"{web}/webhook")
             with PeakRss({"web": machines.pid("web"), "worker": machines.pid("worker")}) as rss:
                 pool = sender.run(DELIVERIES, tag, threads=4, rate_per_s=30)
@@ -137,7 +140,7 @@ def test_master_lost_mid_load_the_stack_follows_the_new_master(env, tmp_path, wa
                     60,
                 )
                 # What never arrives is lost: wait for the stack to go idle instead.
-                idle = complete or _wait(lambda: _idle(client), 60)
+                idle = complete or _wait(lambda: _idle(client), 90)
                 ids = _message_ids(client, tag)
                 keys = sent_keys()
             figures.peak_rss_mb = rss.peak
