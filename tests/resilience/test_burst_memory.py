@@ -36,7 +36,7 @@ from tests.resilience.harness import Figures, PeakRss, delivery, stream_ids
 
 pytestmark = [
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(360),
 ]
 RATE = int(os.environ.get("BURST_RATE", "500"))  # each way, per second: 10x the seed's 50
 # 20 s, not the issue's minute: on these 2 shared cores the drain of a minute's acceptance
@@ -49,7 +49,9 @@ CAP = 1000
 # workers) about 80 MB here; the worker about 110 MB. Bounded by design: 8 request threads
 # holding at most one body each (4 MiB), 16 worker threads holding one task each.
 WEB_RSS_MB, WORKER_RSS_MB = 400, 300
-DRAIN_LIMIT_S = 150
+# Bounds on the Meta-like redelivery and on the drain after it: long enough for a loaded
+# machine (on a quiet one both take about 30 s).
+DRAIN_LIMIT_S = 120
 POSTERS = 12  # threads posting deliveries, each with its own keep-alive session
 # Meta's upgraded throughput, so that Meta's per-number limit is not what is measured.
 FAST_TENANTS = {name: {**spec, "mps": 1000} for name, spec in TENANTS.items()}
@@ -107,8 +109,8 @@ class Burst:
             )  # fmt: skip
             status: int | None = answer.status_code
             if status != 200:
-                reason = answer.json().get("error")
-        except (requests.RequestException, ValueError):
+                reason = _reason(answer)
+        except requests.RequestException:
             status = None
         with self._lock:
             self.answers[status] += 1
@@ -206,7 +208,7 @@ def test_ten_times_the_seeds_load_keeps_memory_bounded_and_loses_nothing(env, re
             burst.run(LOAD_S)
             loaded = time.monotonic()
             backlog_at_end = outbound_journal(redis_client).size()
-            burst.redeliver(60)
+            burst.redeliver(DRAIN_LIMIT_S)
             offered_keys = set(burst.keys)
 
             def drained() -> bool:
@@ -216,7 +218,6 @@ def test_ten_times_the_seeds_load_keeps_memory_bounded_and_loses_nothing(env, re
                     and set(stream_ids(redis_client)) >= burst.accepted
                 )
 
-            # Long enough for a loaded machine; about 30 s on a quiet one.
             deadline = time.monotonic() + DRAIN_LIMIT_S
             while not (settled := drained()) and time.monotonic() < deadline:
                 time.sleep(1)
@@ -263,6 +264,14 @@ def test_ten_times_the_seeds_load_keeps_memory_bounded_and_loses_nothing(env, re
     # The bounds: the journals never passed their caps, the processes stayed within budget.
     assert max(backlog.peak.values()) <= CAP, figures.line()
     assert rss.peak["web"] <= WEB_RSS_MB and rss.peak["worker"] <= WORKER_RSS_MB, figures.line()
+
+
+def _reason(answer: requests.Response) -> str:
+    """The `error` of a refusal, or what the answer was when it was not our JSON."""
+    try:
+        return str(answer.json().get("error"))
+    except ValueError:
+        return f"not JSON ({answer.headers.get('Content-Type')})"
 
 
 def _still_waiting(client: redis.Redis) -> dict[str, int]:
