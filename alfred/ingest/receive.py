@@ -9,12 +9,17 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import redis
+from celery import current_app
 
 from alfred.config import DEFAULT_MAX_BACKLOG, Settings
 from alfred.journals.journal import REDRIVE_AFTER_S, BacklogFull, Journal
 from alfred.redis_client import wait_for_replicas
 
 INGEST_JOURNAL = "ingest"
+# The ingest task's registered name (alfred/ingest/tasks.py). The web publishes it by name, so
+# it never imports the worker's side of ingest (the service, media, tokens' tasks, requests):
+# ~6 MB a web process (docs/benchmarks.md, What each design option measured).
+INGEST_TASK = "alfred.ingest_delivery"
 # Ids of journaled deliveries waiting for a worker; a task takes a batch of them at once.
 READY_KEY = "alfred:ingest:ready"
 # How often each delivery failed on its own (see service.MAX_FAILURES).
@@ -110,6 +115,26 @@ def accept_delivery(
     if acked is not None:
         wait_for_replicas(acked, wait_replicas, wait_timeout_ms)
     return delivery_id
+
+
+def publish_ingest(delivery_id: str) -> None:
+    """Publish the ingest task for a journaled delivery, failing fast if the broker is down."""
+    current_app.send_task(INGEST_TASK, args=[delivery_id])
+
+
+def prepare_publishing() -> None:
+    """Load what a first publish loads (Celery's router, kombu's Redis transport), no socket.
+
+    Called in gunicorn's master before it forks (wsgi.py): the modules and objects are then
+    shared by every web worker instead of each worker building its own copy on its first
+    delivery. Opens no connection, so nothing is shared across the fork but memory.
+    """
+    connection = current_app.connection_for_write()
+    connection.transport  # noqa: B018 - imports and builds the transport; does not connect
+    connection.release()
+    current_app.amqp.router  # noqa: B018
+    current_app.backend  # noqa: B018
+    current_app.events.Dispatcher  # noqa: B018 - celery.events.dispatcher, used by send_task
 
 
 def tenants_at_the_edge(payload: object, settings: Settings) -> tuple[set[str], set[str]]:

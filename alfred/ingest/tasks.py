@@ -7,14 +7,20 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from alfred import runtime
-from alfred.ingest.receive import INGEST_JOURNAL, READY_KEY, ingest_journal
+from alfred.ingest.receive import (
+    INGEST_JOURNAL,
+    INGEST_TASK,
+    READY_KEY,
+    ingest_journal,
+    publish_ingest,
+)
 from alfred.ingest.service import drain_ready
 from alfred.journals.journal import register
 from alfred.media.tasks import publish_fetches
 
 
 @shared_task(
-    name="alfred.ingest_delivery",
+    name=INGEST_TASK,
     autoretry_for=(RedisError, OperationalError),
     retry_backoff=1,
     retry_backoff_max=30,
@@ -33,11 +39,6 @@ def ingest_delivery(delivery_id: str) -> dict:
         "appended": outcome.appended,
         "duplicates": outcome.duplicates,
     }
-
-
-def publish_ingest(delivery_id: str) -> None:
-    """Publish the ingest task for a journaled delivery, failing fast if the broker is down."""
-    ingest_delivery.apply_async(args=[delivery_id])
 
 
 def redrive_ingest(delivery_id: str) -> None:

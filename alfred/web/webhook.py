@@ -13,8 +13,12 @@ from alfred import MAX_WEBHOOK_BYTES, metrics, runtime
 from alfred.db import session_scope
 from alfred.ingest import quarantine
 from alfred.ingest.limits import Refused, parse_delivery
-from alfred.ingest.receive import accept_delivery, ingest_journal, tenants_at_the_edge
-from alfred.ingest.tasks import publish_ingest
+from alfred.ingest.receive import (
+    accept_delivery,
+    ingest_journal,
+    publish_ingest,
+    tenants_at_the_edge,
+)
 from alfred.journals.journal import BacklogFull
 from alfred.redis_client import ReplicasBehind
 from alfred.web.body import BodyRefused, read_body
