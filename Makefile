@@ -9,6 +9,11 @@ PY := $(VENV)/bin/python
 # Re-install only when a requirements file changes (or the venv is new).
 STAMP := $(VENV)/.installed-requirements
 ARGS ?=
+# make test's pytest-xdist processes: two, as measured on 2 cores (docs/operations.md: four were
+# no faster, the suite's CPU bounds it, and pushed the slowest tests past their timeout).
+# Each uses its own Redis database (TEST_REDIS_URL's index + its number), PostgreSQL database,
+# SQLite file, temp dir and ports. TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help .venv install test resilience lint format run bench load image clean
 
@@ -28,7 +33,7 @@ install: $(STAMP) ## same as .venv
 test: $(STAMP) ## run the whole suite against real Redis and PostgreSQL (started if needed)
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-ops-tools.sh || echo "make test: the alert-rule tests will say what is missing" >&2
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/ --ignore=tests/resilience $(ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal tests/ --ignore=tests/resilience $(ARGS)
 resilience: $(STAMP) ## kill, starve and fail real processes; one figure line per scenario (~5 min)
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/resilience $(ARGS)

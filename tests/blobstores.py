@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.ports import free_port
+
 S3_BUCKET = "alfred-test"
 # moto accepts any credentials; boto3 still wants some, and a region.
 S3_CREDENTIALS = {
@@ -20,12 +21,6 @@ S3_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -49,7 +44,7 @@ def start_moto_server() -> tuple[subprocess.Popen, str]:
     """Start `python -m moto.server` on a free port; return it and its URL once it answers."""
     import requests
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -13,7 +12,32 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# Redis has 16 databases unless configured otherwise (`databases` in redis.conf).
+REDIS_DATABASES = 16
+
+
+def _worker_redis_url(base: str) -> str:
+    """Give each pytest-xdist worker a database of its own: base index + the worker's number.
+
+    Tests flush their database, so two workers on one index would empty each other's queues.
+    Without xdist (PYTEST_XDIST_WORKER unset) the base URL is used as it is.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", … under pytest -n N
+    if not worker:
+        return base
+    parts = urlsplit(base)
+    index = int(parts.path.strip("/") or 0) + int(worker.removeprefix("gw"))
+    if not 0 < index < REDIS_DATABASES:
+        raise pytest.UsageError(
+            f"xdist worker {worker} would use Redis database {index} of {base}: give "
+            f"TEST_REDIS_URL an index from 1 with room for one database per worker "
+            f"(below {REDIS_DATABASES}), or run fewer workers (-n)"
+        )
+    return parts._replace(path=f"/{index}").geturl()
+
+
+BASE_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+REDIS_URL = _worker_redis_url(BASE_REDIS_URL)
 # celeryconfig reads REDIS_URL when first imported: point it at the test database first.
 os.environ["REDIS_URL"] = REDIS_URL
 # No metrics port from the test process's own workers; tests of the port set their own.
@@ -23,6 +47,7 @@ from alfred import runtime  # noqa: E402
 from alfred.migrate import upgrade  # noqa: E402
 from alfred.models import Base  # noqa: E402
 from tests.blobstores import blob_store_url, moto_s3  # noqa: E402, F401 - fixtures
+from tests.ports import free_port  # noqa: E402, F401 - imported from here by many tests
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 APP_SECRET = "test-app-secret-äöå"
@@ -48,13 +73,6 @@ TENANTS = {
 }
 
 
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """Give the URL of a real Redis (a database index of its own), failing loudly if down."""
@@ -76,7 +94,8 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 # Database 0 of the test Redis, which no fixture flushes: tests that use it name every key and
-# stream for themselves alone and delete them afterwards (they may share it with other runs).
+# stream for themselves alone and delete them afterwards (they share it with other runs, and
+# with the other xdist workers of this one).
 SHARED_REDIS_URL = urlsplit(REDIS_URL)._replace(path="/0").geturl()
 
 
@@ -248,7 +267,7 @@ def web_server(env):
 
     from alfred import create_app
 
-    server = make_server("127.0.0.1", free_port(), create_app(), threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(), threaded=True)  # the kernel picks
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

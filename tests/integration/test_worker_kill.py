@@ -53,13 +53,15 @@ def unique_delivery(i: int) -> bytes:
 
 def test_ingest_survives_a_sigkill_mid_stream(web, workers, redis_client):
     total = 300
-    worker = workers()
     for i in range(total):
         body = unique_delivery(i)
         assert (
             web.post("/webhook", data=body, headers=signed_headers(body, APP_SECRET)).status_code
             == 200
         )
+    # Started once the deliveries wait: started first, on a loaded machine it drained them as
+    # fast as they were posted, and the kill found nothing in flight.
+    worker = workers()
     wait_for(lambda: redis_client.xlen("alfred-ingest") >= 20, timeout=60, interval=0.01)
     kill(worker)
     in_flight = ingest_journal(redis_client).size()
