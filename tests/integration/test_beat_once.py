@@ -12,7 +12,7 @@ from alfred.beat_once import KEY_PREFIX, OnceScheduler, hold_ms
 
 
 def _app(redis_url: str) -> Celery:
-    app = Celery("beat-once-test")
+    app = Celery("beat-once-test", set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.broker_url = redis_url
     app.conf.alfred_redis_url_secret = redis_url

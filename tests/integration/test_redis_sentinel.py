@@ -95,7 +95,7 @@ def test_writes_follow_the_sentinels_before_the_old_master_turns_replica(sentine
 
 def test_celery_publishes_and_consumes_through_the_sentinels(sentinels):
     broker_url, options = kombu_sentinel(sentinels.url)
-    app = Celery("sentinel-test")
+    app = Celery("sentinel-test", set_as_current=False)
     app.conf.broker_url = broker_url
     app.conf.broker_transport = "alfred.broker:SentinelTransport"
     app.conf.broker_transport_options = options

@@ -50,7 +50,7 @@ def test_a_task_past_the_bound_is_reported_once_and_forgotten_when_done(caplog):
 
 
 def test_celery_s_task_signals_reach_the_watchdog():
-    app = Celery("watchdog-test")
+    app = Celery("watchdog-test", set_as_current=False)
     seen = []
 
     @app.task(name="watchdog.probe")
