@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from alfred.operations.watchdog import OVERRUN_S
+
 # A sample: (metric name, sorted label pairs) -> value.
 Key = tuple[str, tuple[tuple[str, str], ...]]
 Samples = Mapping[Key, float]
@@ -29,6 +31,7 @@ HISTORY = (
     "alfred_token_rotations_total",
     "alfred_ingest_latency_seconds_bucket",
     "alfred_ingest_latency_seconds_count",
+    "alfred_task_overruns_total",
 )
 
 
@@ -174,6 +177,15 @@ def process_down(view: View) -> dict[str, str]:
     return {}
 
 
+def task_overrun(view: View) -> dict[str, str]:
+    """A task ran past the watchdog's bound in the window: a worker thread is hung."""
+    grown = view.increase("alfred_task_overruns_total", view.window_s, by="task")
+    tasks = sorted(task for task, count in grown.items() if count > 0)
+    if tasks:
+        return {"all": f"tasks ran past {OVERRUN_S:g} s (a hung thread): {', '.join(tasks)}"}
+    return {}
+
+
 CONDITIONS = (
     Condition("send_failures", "critical", send_failures),
     Condition("quality", "warning", quality),
@@ -183,4 +195,6 @@ CONDITIONS = (
     Condition("dead_letters", "warning", dead_letters, for_s=lambda view: 2 * view.window_s),
     Condition("ingest_lag", "critical", ingest_lag),
     Condition("process_down", "critical", process_down),
+    # Warning: one hung thread of the worker's 16; process_down and ingest_lag page if it spreads.
+    Condition("task_overrun", "warning", task_overrun),
 )

@@ -41,6 +41,7 @@ RUNBOOK_ANCHORS = {
     "dead_letters": "dead-letters",
     "ingest_lag": "ingest-lag",
     "process_down": "process-down",
+    "task_overrun": "task-overrun",
 }
 
 

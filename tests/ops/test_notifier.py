@@ -95,6 +95,17 @@ SCENARIOS = {
         ],
         [(180, gauge("alfred_process_heartbeat_timestamp_seconds", T0 + 178, process="outbox"))],
     ),
+    "task_overrun": (
+        "alfred:all:task_overrun",
+        [
+            (0, gauge("alfred_task_overruns_total", 0, task="alfred.send_message")),
+            (60, gauge("alfred_task_overruns_total", 1, task="alfred.send_message")),
+        ],
+        [
+            (120, gauge("alfred_task_overruns_total", 1, task="alfred.send_message")),
+            (500, gauge("alfred_task_overruns_total", 1, task="alfred.send_message")),
+        ],
+    ),
 }
 
 
