@@ -34,7 +34,7 @@ test: $(STAMP) ## run the whole suite against real Redis and PostgreSQL (started
 	bash scripts/ensure-services.sh
 	bash scripts/ensure-ops-tools.sh || echo "make test: the alert-rule tests will say what is missing" >&2
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal tests/ --ignore=tests/resilience $(ARGS)
-resilience: $(STAMP) ## kill, starve and fail real processes; one figure line per scenario (~5 min)
+resilience: $(STAMP) ## kill, starve and fail real processes; one figure line per scenario (~11 min)
 	bash scripts/ensure-services.sh
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/resilience $(ARGS)
 
