@@ -10,11 +10,40 @@ channel's current pool: kombu drops the pool when the connection is lost.
 celeryconfig.py selects `Transport` for a plain REDIS_URL and `SentinelTransport` for a
 `sentinel://` one (alfred/redis_client.py); everything else is kombu's. With Sentinel, kombu's
 pool asks the sentinels for the master on each new connection, so a failover is followed.
+
+Both channels also keep message bodies off the disk: when a worker loses Redis while holding
+fetched tasks, kombu pickles the ones it cannot put back into a file under /tmp ("EMERGENCY DUMP
+STATE"). A send task carries the message text, so that file would be personal data nobody
+deletes, and it is useless here: every task is journaled or periodic, and the journals re-drive
+it (docs/reliability.md). The task ids are logged instead.
 """
 
 from __future__ import annotations
 
+import logging
+
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+log = logging.getLogger(__name__)
+
+
+class JournaledQoS(virtual.QoS):
+    """kombu's QoS for a transport without ack emulation, minus the emergency dump."""
+
+    def restore_unacked(self):
+        unrestored = super().restore_unacked()
+        if unrestored:
+            log.warning(
+                "broker.unrestored",
+                extra={
+                    "count": len(unrestored),
+                    "task_ids": [message.headers.get("id") for _, message in unrestored],
+                    "error": type(unrestored[0][0]).__name__,
+                    "recovery": "the journals re-drive these tasks",
+                },
+            )
+        return []  # nothing left for kombu to dump
 
 
 class _OneClientPerPool:
@@ -31,7 +60,16 @@ class _OneClientPerPool:
         return client
 
 
-class Channel(_OneClientPerPool, kombu_redis.Channel):
+class _NoEmergencyDump:
+    """Give the channel JournaledQoS (mixed into kombu's channels)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.ack_emulation:  # kombu has just chosen virtual.QoS for this channel
+            self.QoS = JournaledQoS
+
+
+class Channel(_NoEmergencyDump, _OneClientPerPool, kombu_redis.Channel):
     """A kombu Redis channel that builds its synchronous client once per connection pool."""
 
 
@@ -41,7 +79,7 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
-class SentinelChannel(_OneClientPerPool, kombu_redis.SentinelChannel):
+class SentinelChannel(_NoEmergencyDump, _OneClientPerPool, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel, with the same one client per pool."""
 
 
