@@ -40,8 +40,12 @@ def test_a_poison_send_is_dead_lettered_after_five_crashes_not_redriven_for_ever
             )
         )
     assert redrives <= MAX_CRASHES
-    crashes = [r for r in caplog.records if r.getMessage() == "send.crashed"]
-    assert [r.crashes for r in crashes] == list(range(1, MAX_CRASHES + 1))
+    counts = [r.crashes for r in caplog.records if r.getMessage() == "send.crashed"]
+    # Counted once per run, dead-lettered at the fifth. A sweep may re-drive a message that a run
+    # still holds (by design, docs/reliability.md): that copy can crash once more in flight, and
+    # finds the message dead-lettered (one send_failed, asserted below).
+    assert counts[:MAX_CRASHES] == list(range(1, MAX_CRASHES + 1))
+    assert counts[MAX_CRASHES:] in ([], [MAX_CRASHES + 1])
     wait_for(lambda: outbound_journal(redis_client).size() == 0)
     record = row(env["DATABASE_URL"], "poison-1")
     assert (record.status, record.error_reason) == ("dead_lettered", "send_crashed")
