@@ -211,16 +211,9 @@ def ingest_bodies(
                     )
                 )
                 continue
-            results = normalise_delivery(
-                payload,
-                tenant_for_phone=lambda pid: _tenant_id(settings.tenant_by_phone_number_id(pid)),
-                tenant_for_waba=lambda waba: _tenant_id(settings.tenant_by_waba_id(waba)),
-                received_at=received_at,
-            )
-            fresh, stale, rejected = _partition(results, received_at, max_skew)
-            late, held, seen = _settle_late(client, stale, received_at, settings)
-            events.extend(fresh + late)
-            arrivals.extend([received_at] * (len(fresh) + len(late)))
+            going, held, rejected, seen = _settled(client, payload, received_at, settings, max_skew)
+            events.extend(going)
+            arrivals.extend([received_at] * len(going))
             for event in seen:
                 outcome.duplicates += 1
                 metrics.INGEST_EVENTS.labels(event.tenant_id, event.event, "duplicate").inc()
@@ -269,19 +262,33 @@ def append_without_storage(
             payload = parse_delivery(body)
         except Refused:
             continue
-        results = normalise_delivery(
-            payload,
-            tenant_for_phone=lambda pid: _tenant_id(settings.tenant_by_phone_number_id(pid)),
-            tenant_for_waba=lambda waba: _tenant_id(settings.tenant_by_waba_id(waba)),
-            received_at=received_at,
+        going, _held, _rejected, seen = _settled(
+            client, payload, received_at, settings, settings.webhook_max_skew_s
         )
-        fresh, stale, _rejected = _partition(results, received_at, settings.webhook_max_skew_s)
-        late, _held, seen = _settle_late(client, stale, received_at, settings)
-        events.extend(fresh + late)
-        arrivals.extend([received_at] * (len(fresh) + len(late)))
+        events.extend(going)
+        arrivals.extend([received_at] * len(going))
         outcome.duplicates += len(seen)
     _append_and_count(client, events, arrivals, outcome)
     return outcome
+
+
+def _settled(
+    client: redis.Redis,
+    payload: object,
+    received_at: float,
+    settings: Settings,
+    max_skew: float | None,
+) -> tuple[list[InboundEvent], list[InboundEvent], list, list[InboundEvent]]:
+    """Normalise one parsed delivery: (events to append, stale to hold, rejected, already seen)."""
+    results = normalise_delivery(
+        payload,
+        tenant_for_phone=lambda pid: _tenant_id(settings.tenant_by_phone_number_id(pid)),
+        tenant_for_waba=lambda waba: _tenant_id(settings.tenant_by_waba_id(waba)),
+        received_at=received_at,
+    )
+    fresh, stale, rejected = _partition(results, received_at, max_skew)
+    late, held, seen = _settle_late(client, stale, received_at, settings)
+    return fresh + late, held, rejected, seen
 
 
 def _append_and_count(
