@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,25 @@ class MetaLikeSender:
 def stream_ids(client: redis.Redis, stream: str = "alfred-ingest") -> list[str]:
     """Every event id in the stream, in order, duplicates kept."""
     return [json.loads(fields[b"payload"])["id"] for _, fields in client.xrange(stream)]
+
+
+def message_ids(client: redis.Redis, tag: str) -> list[str]:
+    """The ids of the message events in «alfred-ingest» from deliveries tagged `tag`."""
+    ids = []
+    for _, fields in client.xrange("alfred-ingest"):
+        envelope = json.loads(fields[b"payload"])
+        if envelope["event"] == "message" and envelope["id"].startswith(f"wamid.{tag}."):
+            ids.append(envelope["id"])
+    return ids
+
+
+def sent_keys(simulator, tag: str, limit: int) -> Counter:
+    """How often the simulator accepted each idempotency key tagged `tag`."""
+    return Counter(
+        m["key"]
+        for m in simulator.state.messages(limit=limit)
+        if str(m["key"]).startswith(f"{tag}-")
+    )
 
 
 def stream_events(client: redis.Redis, stream: str = "alfred-ingest") -> list[tuple]:

@@ -22,7 +22,15 @@ from alfred.outbound.pending import outbound_journal
 from alfred.simulator.testing import running_simulator
 from tests.conftest import TENANTS, _simulator_config
 from tests.integration.test_send_pipeline import open_window
-from tests.resilience.harness import Figures, MetaLikeSender, PeakRss, PrivateRedis
+from tests.resilience.harness import (
+    Figures,
+    MetaLikeSender,
+    PeakRss,
+    PrivateRedis,
+    message_ids,
+    sent_keys,
+    wait,
+)
 from tests.resilience.stack import Machines
 
 pytestmark = [
@@ -38,15 +46,6 @@ USERS = [f"+4477008{n:05d}" for n in range(80)]  # two messages each: far inside
 HOME = TENANTS["home"]["phone_number_id"]
 
 
-def _wait(predicate, limit_s: float) -> bool:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def max_in_window(times: list[float], window_s: float) -> int:
     """The most events in any half-open window [t, t + window_s)."""
     times, best, start = sorted(times), 0, 0
@@ -55,16 +54,6 @@ def max_in_window(times: list[float], window_s: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
-
-
-def message_ids(client: redis.Redis, tag: str) -> list[str]:
-    """The ids of the message events in «alfred-ingest» from this test's deliveries."""
-    ids = []
-    for _, fields in client.xrange("alfred-ingest"):
-        envelope = json.loads(fields[b"payload"])
-        if envelope["event"] == "message" and envelope["id"].startswith(f"wamid.{tag}."):
-            ids.append(envelope["id"])
-    return ids
 
 
 def beat_firings(machines: Machines, beats: list[str]) -> dict[str, list[tuple[float, str]]]:
@@ -108,28 +97,22 @@ def test_two_machines_share_one_redis_and_one_database(env, tmp_path):
                 for thread in pool:
                     thread.join(120)
 
-                def sent_keys() -> Counter:
-                    return Counter(
-                        m["key"]
-                        for m in simulator.state.messages(limit=10 * SENDS)
-                        if str(m["key"]).startswith(f"{tag}-")
-                    )
-
-                settled = _wait(
+                settled = wait(
                     lambda: (
                         set(message_ids(client, tag)) >= sender.accepted
-                        and len(sent_keys()) >= SENDS
+                        and len(sent_keys(simulator, tag, 10 * SENDS)) >= SENDS
                         and outbound_journal(client).size() == 0
                         and ingest_journal(client).size() == 0
                     ),
                     120,
+                    every_s=0.2,
                 )
                 # Let beat come due a few more times with both running.
                 time.sleep(max(0.0, 45 - (time.monotonic() - started)))
                 elapsed = time.monotonic() - started
             figures.peak_rss_mb = rss.peak
             ids = message_ids(client, tag)
-            keys = sent_keys()
+            keys = sent_keys(simulator, tag, 10 * SENDS)
             records = [
                 m
                 for m in simulator.state.messages(limit=10 * SENDS)

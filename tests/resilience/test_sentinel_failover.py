@@ -12,7 +12,6 @@ doubled, the webhook's answers during the failover, and its latency before it.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ from alfred.simulator.testing import running_simulator
 from alfred.streams import OUTBOUND_GROUP, OUTBOX_STREAM
 from tests.conftest import _simulator_config
 from tests.integration.test_send_pipeline import open_window
-from tests.resilience.harness import Figures, MetaLikeSender, PeakRss
+from tests.resilience.harness import Figures, MetaLikeSender, PeakRss, message_ids, sent_keys
 from tests.resilience.sentinels import MASTER_NAME, SentinelSet
 from tests.resilience.stack import Machines
 
@@ -50,15 +49,6 @@ def _wait(predicate, limit_s: float) -> bool:
             pass  # the failover is still under way
         time.sleep(0.2)
     return False
-
-
-def _message_ids(client: redis.Redis, tag: str) -> list[str]:
-    ids = []
-    for _, fields in client.xrange("alfred-ingest"):
-        envelope = json.loads(fields[b"payload"])
-        if envelope["event"] == "message" and envelope["id"].startswith(f"wamid.{tag}."):
-            ids.append(envelope["id"])
-    return ids
 
 
 def _idle(client: redis.Redis) -> bool:
@@ -125,24 +115,17 @@ def test_master_lost_mid_load_the_stack_follows_the_new_master(env, tmp_path, wa
                 for thread in pool:
                     thread.join(150)
 
-                def sent_keys() -> Counter:
-                    return Counter(
-                        m["key"]
-                        for m in simulator.state.messages(limit=10 * SENDS)
-                        if str(m["key"]).startswith(f"{tag}-")
-                    )
-
                 complete = _wait(
                     lambda: (
-                        set(_message_ids(client, tag)) >= sender.accepted
-                        and len(sent_keys()) >= SENDS
+                        set(message_ids(client, tag)) >= sender.accepted
+                        and len(sent_keys(simulator, tag, 10 * SENDS)) >= SENDS
                     ),
                     60,
                 )
                 # What never arrives is lost: wait for the stack to go idle instead.
                 idle = complete or _wait(lambda: _idle(client), 90)
-                ids = _message_ids(client, tag)
-                keys = sent_keys()
+                ids = message_ids(client, tag)
+                keys = sent_keys(simulator, tag, 10 * SENDS)
             figures.peak_rss_mb = rss.peak
     finally:
         machines.stop_all()
